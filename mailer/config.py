@@ -1,0 +1,205 @@
+"""Settings, looked up in one documented order: environment, config file, default."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from email.utils import parseaddr
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import platformdirs
+
+from mailer.errors import ConfigError
+from mailer.timing import SendWindow
+from subscribers.errors import InvalidInput
+from subscribers.validation import check_timezone, normalize_email
+
+APP_NAME = "rekindle-mail"
+CONFIG_FILE = "rekindle.toml"
+ENV_PREFIX = "REKINDLE_"
+DEFAULT_BASE_URL = "http://localhost:8080"
+SMTP_SCHEMES = ("smtp", "smtp+starttls", "smtps")
+
+# Every key a config file may hold; each can be overridden by REKINDLE_<KEY>.
+KEYS = (
+    "database_url",
+    "smtp_url",
+    "smtp_password",
+    "tls_ca_file",
+    "outbox",
+    "from",
+    "reply_to",
+    "base_url",
+    "secret_key",
+    "postal_address",
+    "timezone",
+    "send_window",
+    "rate_limit",
+    "list_id",
+    "unsubscribe_address",
+    "help_url",
+    "course_dir",
+)
+SECRET_KEYS = frozenset({"smtp_password", "secret_key"})
+
+
+def data_dir() -> Path:
+    """The per-user data directory that holds the default database and outbox."""
+    return Path(platformdirs.user_data_dir(APP_NAME, appauthor=False))
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Validated configuration for one command run."""
+
+    database_url: str
+    outbox: Path
+    from_address: str
+    base_url: str
+    timezone: str
+    send_window: SendWindow
+    smtp_url: str | None = None
+    smtp_password: str | None = field(default=None, repr=False)
+    tls_ca_file: Path | None = None
+    reply_to: str | None = None
+    secret_key: str | None = field(default=None, repr=False)
+    postal_address: str | None = None
+    rate_limit: float = 0.0
+    list_id: str | None = None
+    unsubscribe_address: str | None = None
+    help_url: str | None = None
+    course_dir: Path | None = None
+    config_file: Path | None = None
+
+    @property
+    def sender_email(self) -> str:
+        """The bare address of `from`."""
+        return parseaddr(self.from_address)[1]
+
+    @property
+    def sending_domain(self) -> str:
+        """The domain of `from`, used in Message-IDs and the List-Id."""
+        return self.sender_email.rpartition("@")[2].lower()
+
+    @property
+    def list_id_header(self) -> str:
+        """The List-Id header value (RFC 2919)."""
+        return self.list_id or f"Rekindle <rekindle.{self.sending_domain}>"
+
+
+def load_settings(
+    config_path: str | Path | None = None, env: Mapping[str, str] | None = None
+) -> Settings:
+    """Build Settings from defaults, the config file and REKINDLE_* variables."""
+    env = os.environ if env is None else env
+    raw, path = _read_file(config_path, env)
+    for key in KEYS:
+        value = env.get(ENV_PREFIX + key.upper())
+        if value is not None and value != "":
+            raw[key] = value
+    return _validate(raw, path)
+
+
+def _read_file(
+    config_path: str | Path | None, env: Mapping[str, str]
+) -> tuple[dict[str, object], Path | None]:
+    explicit = config_path or env.get(ENV_PREFIX + "CONFIG")
+    path = Path(explicit) if explicit else Path(CONFIG_FILE)
+    if not path.exists():
+        if explicit:
+            raise ConfigError(f"config file {str(path)!r} does not exist")
+        return {}, None
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {str(path)!r}: {exc}") from None
+    unknown = sorted(set(data) - set(KEYS))
+    if unknown:
+        raise ConfigError(
+            f"unknown key {unknown[0]!r} in {path}; known keys: {', '.join(KEYS)}"
+        )
+    return dict(data), path
+
+
+def _text(raw: Mapping[str, object], key: str) -> str | None:
+    value = raw.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ConfigError(f"{key} must be a string, got {value!r}")
+    value = value.strip()
+    if any(ch in value for ch in "\r\n\x00"):
+        raise ConfigError(f"{key} must be on one line")
+    return value or None
+
+
+def _address(raw: Mapping[str, object], key: str, default: str | None = None) -> str | None:
+    value = _text(raw, key) or default
+    if value is None:
+        return None
+    name, addr = parseaddr(value)
+    try:
+        addr = normalize_email(addr or value)
+    except InvalidInput as exc:
+        raise ConfigError(f"{key}: {exc}") from None
+    return f"{name} <{addr}>" if name else addr
+
+
+def _validate(raw: Mapping[str, object], path: Path | None) -> Settings:
+    base = data_dir()
+    try:
+        timezone = check_timezone(_text(raw, "timezone") or "UTC")
+    except InvalidInput as exc:
+        raise ConfigError(f"timezone: {exc}") from None
+    smtp_url = _text(raw, "smtp_url")
+    if smtp_url:
+        parts = urlsplit(smtp_url)
+        if parts.scheme not in SMTP_SCHEMES or not parts.hostname:
+            raise ConfigError(
+                f"smtp_url {_mask_url(smtp_url)!r} must look like smtp://host:25, "
+                "smtp+starttls://user@host:587 or smtps://user@host:465"
+            )
+    base_url = (_text(raw, "base_url") or DEFAULT_BASE_URL).rstrip("/")
+    if urlsplit(base_url).scheme not in ("http", "https") or not urlsplit(base_url).hostname:
+        raise ConfigError(f"base_url {base_url!r} must be an http(s) URL")
+    rate = raw.get("rate_limit", 0)
+    try:
+        rate_limit = float(rate)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ConfigError(f"rate_limit {rate!r} must be a number of messages per second") from None
+    if rate_limit < 0:
+        raise ConfigError("rate_limit must not be negative")
+    ca = _text(raw, "tls_ca_file")
+    course_dir = _text(raw, "course_dir")
+    unsubscribe = _address(raw, "unsubscribe_address")
+    return Settings(
+        database_url=_text(raw, "database_url") or f"sqlite:///{base / 'rekindle.db'}",
+        outbox=Path(_text(raw, "outbox") or base / "outbox").expanduser(),
+        from_address=_address(raw, "from", "Rekindle <rekindle@localhost>") or "",
+        base_url=base_url,
+        timezone=timezone,
+        send_window=SendWindow.parse(_text(raw, "send_window") or "09:00-20:00"),
+        smtp_url=smtp_url,
+        smtp_password=_text(raw, "smtp_password"),
+        tls_ca_file=Path(ca).expanduser() if ca else None,
+        reply_to=_address(raw, "reply_to"),
+        secret_key=_text(raw, "secret_key"),
+        postal_address=_text(raw, "postal_address"),
+        rate_limit=rate_limit,
+        list_id=_text(raw, "list_id"),
+        unsubscribe_address=parseaddr(unsubscribe)[1] if unsubscribe else None,
+        help_url=_text(raw, "help_url"),
+        course_dir=Path(course_dir).expanduser() if course_dir else None,
+        config_file=path,
+    )
+
+
+def _mask_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password:
+        return url.replace(f":{parts.password}@", ":***@", 1)
+    return url

@@ -1,0 +1,145 @@
+"""Database engine, schema creation and Alembic migrations, and installation secrets."""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, event, inspect, select, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, IntegrityError, SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from mailer.errors import DatabaseError
+from mailer.models import Meta
+
+SQLITE_BUSY_MS = 30_000
+_MIGRATION_LOCK = 7_135_042  # pg_advisory_xact_lock key: one migrator at a time
+
+
+def normalize_url(url: str) -> str:
+    """Accept postgres:// and postgresql:// and use the psycopg 3 driver for them."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for `url`; SQLite gets WAL, foreign keys, FULL sync and a busy timeout."""
+    url = normalize_url(url)
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise DatabaseError(f"database_url {url!r} is not a database URL") from None
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(parsed, connect_args={"timeout": SQLITE_BUSY_MS / 1000})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    try:
+        return create_engine(parsed, pool_pre_ping=True)
+    except ModuleNotFoundError as exc:
+        raise DatabaseError(
+            f"no driver for {parsed.get_backend_name()} ({exc.name} is not installed); "
+            "for PostgreSQL install rekindle-mail[postgres]"
+        ) from None
+
+
+def _sqlite_pragmas(dbapi_conn: object, _record: object) -> None:
+    cur = dbapi_conn.cursor()  # type: ignore[attr-defined]
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=FULL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_MS}")
+    cur.close()
+
+
+def sessions(engine: Engine) -> sessionmaker[Session]:
+    """A session factory whose objects stay readable after commit."""
+    return sessionmaker(bind=engine, expire_on_commit=False)
+
+
+def _alembic_config() -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", "mailer:migrations")
+    return cfg
+
+
+def head_revision() -> str:
+    """The newest migration this version of rekindle-mail ships."""
+    head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
+    assert head is not None
+    return head
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The migration the database is at (None for an empty database)."""
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def ensure_schema(engine: Engine) -> None:
+    """Create the schema in an empty database; refuse one at an older revision."""
+    try:
+        current = current_revision(engine)
+        head = head_revision()
+        if current == head:
+            return
+        if current is None:
+            if inspect(engine).has_table("subscribers"):
+                raise DatabaseError("the database has rekindle tables but no migration record")
+            upgrade(engine)
+            return
+    except SQLAlchemyError as exc:
+        raise DatabaseError(f"cannot open the database: {_reason(exc)}") from None
+    raise DatabaseError(
+        f"the database schema is at revision {current}, this version needs {head}: "
+        "run `rekindle-mail db upgrade`"
+    )
+
+
+def upgrade(engine: Engine) -> tuple[str | None, str]:
+    """Apply all pending migrations; return (revision before, revision after)."""
+    cfg = _alembic_config()
+    try:
+        with engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK})
+            before = MigrationContext.configure(conn).get_current_revision()
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+    except SQLAlchemyError as exc:
+        # Another process may have created the schema at the same moment.
+        if current_revision(engine) == head_revision():
+            return None, head_revision()
+        raise DatabaseError(f"database migration failed: {_reason(exc)}") from None
+    return before, head_revision()
+
+
+def _reason(exc: SQLAlchemyError) -> str:
+    orig = getattr(exc, "orig", None)
+    return " ".join(str(orig or exc).split())[:300]
+
+
+def installation_secret(session: Session, configured: str | None) -> str:
+    """The configured secret key, or one generated once and kept in the database."""
+    if configured:
+        return configured
+    stored = session.scalar(select(Meta.value).where(Meta.key == "secret_key"))
+    if stored:
+        return stored
+    try:
+        with session.begin_nested():
+            session.add(Meta(key="secret_key", value=secrets.token_urlsafe(32)))
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+    value = session.scalar(select(Meta.value).where(Meta.key == "secret_key"))
+    assert value is not None
+    return value

@@ -1,0 +1,56 @@
+"""The delivery ledger and the key-value settings table, on the subscribers' metadata."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+
+from sqlalchemy import ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from subscribers.models import Base, UTCDateTime
+
+
+class DeliveryStatus(enum.StrEnum):
+    """The life of one (subscriber, key) message."""
+
+    SENDING = "sending"  # claimed by a run; the SMTP transaction may be under way
+    SENT = "sent"
+    DEFERRED = "deferred"  # a transient failure; retried after next_attempt_at
+    FAILED = "failed"  # given up; never retried unless an operator asks
+
+
+class Delivery(Base):
+    """One message to one subscriber; unique per (subscriber, key) so it goes out once."""
+
+    __tablename__ = "deliveries"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    subscriber_id: Mapped[int] = mapped_column(
+        ForeignKey("subscribers.id", ondelete="CASCADE"), index=True
+    )
+    key: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))
+    message_id: Mapped[str] = mapped_column(String(255))
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    claim_token: Mapped[str | None] = mapped_column(String(32))
+    claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        UniqueConstraint("subscriber_id", "key", name="uq_deliveries_subscriber_key"),
+        Index("ix_deliveries_status", "status"),
+    )
+
+
+class Meta(Base):
+    """Installation-wide values kept in the database (the generated secret key)."""
+
+    __tablename__ = "meta"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)

@@ -1,0 +1,96 @@
+"""The schedule rules of SPEC §4: send windows in local time, and when each lesson is due."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+from mailer.errors import ConfigError, InvalidInput
+
+LESSON_SPACING_DAYS = 7
+_WINDOW = re.compile(r"^\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*$")
+
+
+@dataclass(frozen=True)
+class SendWindow:
+    """A daily local-time interval [start, end); it may cross midnight (22:00-06:00)."""
+
+    start: time
+    end: time
+
+    @classmethod
+    def parse(cls, text: str) -> SendWindow:
+        """Parse 'HH:MM-HH:MM'."""
+        m = _WINDOW.match(text)
+        if not m:
+            raise ConfigError(f"send_window {text!r} is not of the form HH:MM-HH:MM")
+        h1, m1, h2, m2 = (int(g) for g in m.groups())
+        if h1 > 23 or h2 > 24 or m1 > 59 or m2 > 59 or (h2 == 24 and m2):
+            raise ConfigError(f"send_window {text!r} has an impossible time of day")
+        end = time(0, 0) if h2 == 24 else time(h2, m2)
+        if (h1, m1) == (end.hour, end.minute):
+            raise ConfigError(f"send_window {text!r} is empty")
+        return cls(time(h1, m1), end)
+
+    def __str__(self) -> str:
+        return f"{self.start:%H:%M}-{self.end:%H:%M}"
+
+    def contains(self, local: time) -> bool:
+        """True when the local wall-clock time is inside the window."""
+        t = local.replace(tzinfo=None)
+        if self.start < self.end:
+            return self.start <= t < self.end
+        return t >= self.start or t < self.end
+
+    def opens_on(self, day: date, zone: ZoneInfo) -> datetime:
+        """The instant (UTC) the window opens on local calendar date `day`."""
+        return datetime.combine(day, self.start, tzinfo=zone).astimezone(UTC)
+
+    def next_opening(self, instant: datetime, zone: ZoneInfo) -> datetime:
+        """The start of the first window that begins at or after `instant` (UTC)."""
+        local_day = instant.astimezone(zone).date()
+        opening = self.opens_on(local_day, zone)
+        if opening < instant:
+            opening = self.opens_on(local_day + timedelta(days=1), zone)
+        return opening
+
+    def is_open(self, instant: datetime, zone: ZoneInfo) -> bool:
+        """True when `instant` falls inside the window in `zone`."""
+        return self.contains(instant.astimezone(zone).time())
+
+
+def first_lesson_due(start: datetime, window: SendWindow, zone: ZoneInfo) -> datetime:
+    """Rule 1: lesson 1 is due when the first window at or after the start opens."""
+    return window.next_opening(start, zone)
+
+
+def next_lesson_due(sent: datetime, window: SendWindow, zone: ZoneInfo) -> datetime:
+    """Rule 2: the next lesson is due when the window opens 7 local days after `sent`'s date."""
+    sent_day = sent.astimezone(zone).date()
+    return window.opens_on(sent_day + timedelta(days=LESSON_SPACING_DAYS), zone)
+
+
+def resumed_due(
+    earliest: datetime | None, now: datetime, window: SendWindow, zone: ZoneInfo
+) -> datetime:
+    """Rule 5: after resume, the next window, never earlier than rule 2's `earliest`."""
+    opening = window.next_opening(now, zone)
+    return max(opening, earliest) if earliest is not None else opening
+
+
+def parse_instant(text: str, what: str = "time") -> datetime:
+    """Parse an ISO-8601 instant that carries a UTC offset; return it in UTC."""
+    value = text.strip()
+    if value.endswith(("Z", "z")):
+        value = value[:-1] + "+00:00"
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise InvalidInput(
+            f"{what} {text!r} is not an ISO-8601 instant such as 2026-03-02T09:30:00+00:00"
+        ) from None
+    if parsed.tzinfo is None:
+        raise InvalidInput(f"{what} {text!r} needs a UTC offset, e.g. 2026-03-02T09:30:00+00:00")
+    return parsed.astimezone(UTC)

@@ -1,0 +1,1 @@
+"""The subscriber store: models, validation and CSV import/export (the lowest layer)."""

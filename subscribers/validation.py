@@ -1,0 +1,61 @@
+"""Checks on what people type: addresses, names and IANA time zones."""
+
+from __future__ import annotations
+
+import functools
+import re
+import zoneinfo
+
+from email_validator import EmailNotValidError, validate_email
+
+from subscribers.errors import InvalidInput
+
+MAX_NAME = 100
+# Control characters (CR, LF, NUL, ...) would let a value break out of a header line.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
+
+
+def normalize_email(value: str) -> str:
+    """Return the address in normalised form, or raise InvalidInput saying why."""
+    raw = value.strip()
+    if not raw:
+        raise InvalidInput("email address is empty")
+    if _CONTROL.search(raw):
+        raise InvalidInput(f"invalid email address {raw!r}: it contains a control character")
+    try:
+        info = validate_email(raw, check_deliverability=False)
+    except EmailNotValidError as exc:
+        raise InvalidInput(f"invalid email address {raw!r}: {exc}") from None
+    return info.normalized
+
+
+def clean_name(value: str | None) -> str | None:
+    """Return a trimmed display name (None when blank), or raise InvalidInput."""
+    if value is None:
+        return None
+    name = value.strip()
+    if not name:
+        return None
+    if _CONTROL.search(name):
+        raise InvalidInput(f"invalid name {name!r}: it contains a line break or control character")
+    if len(name) > MAX_NAME:
+        raise InvalidInput(f"invalid name: longer than {MAX_NAME} characters")
+    return name
+
+
+@functools.cache
+def _zones_by_folded_name() -> dict[str, str]:
+    return {key.casefold(): key for key in zoneinfo.available_timezones()}
+
+
+def check_timezone(value: str) -> str:
+    """Return the canonical IANA name for `value` (case-insensitive), or raise InvalidInput."""
+    key = value.strip()
+    if key.upper() == "UTC":
+        return "UTC"
+    canonical = _zones_by_folded_name().get(key.casefold())
+    if canonical is None:
+        raise InvalidInput(
+            f"unknown time zone {value!r}: use an IANA name such as Europe/Berlin or America/New_York"
+        )
+    return canonical
