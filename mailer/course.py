@@ -1,0 +1,121 @@
+"""The course manifest (templates/course.toml): lessons in order, with subject and source."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from mailer.errors import CourseError, NotFound
+
+MANIFEST = "course.toml"
+
+
+def default_course_dir() -> Path:
+    """The shipped course: inside the installed package, or templates/ in a checkout."""
+    packaged = Path(__file__).resolve().parent / "_course"
+    if (packaged / MANIFEST).is_file():
+        return packaged
+    return Path(__file__).resolve().parent.parent / "templates"
+
+
+@dataclass(frozen=True)
+class Lesson:
+    """One week of the course."""
+
+    number: int
+    key: str
+    title: str
+    subject: str
+    preheader: str
+    source: str
+
+
+@dataclass(frozen=True)
+class Course:
+    """The whole course as the manifest describes it."""
+
+    directory: Path
+    title: str
+    tagline: str
+    name_fallback: str
+    layout_html: str
+    layout_text: str
+    stylesheet: str
+    lessons: tuple[Lesson, ...]
+
+    @property
+    def total(self) -> int:
+        """How many lessons the course has."""
+        return len(self.lessons)
+
+    def lesson(self, week: int) -> Lesson:
+        """Lesson number `week` (1-based), or NotFound."""
+        if not 1 <= week <= self.total:
+            raise NotFound(f"no lesson {week}: the course has lessons 1 to {self.total}")
+        return self.lessons[week - 1]
+
+
+def load_course(directory: Path | None = None) -> Course:
+    """Read and check the manifest in `directory` (default: the shipped course)."""
+    directory = directory or default_course_dir()
+    path = directory / MANIFEST
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise CourseError(f"no course manifest at {path}") from None
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise CourseError(f"cannot read {path}: {exc}") from None
+    meta = data.get("course", {})
+    raw_lessons = data.get("lessons", [])
+    if not isinstance(meta, dict) or not isinstance(raw_lessons, list) or not raw_lessons:
+        raise CourseError(f"{path}: needs a [course] table and at least one [[lessons]] entry")
+    lessons = tuple(_lesson(path, i, item) for i, item in enumerate(raw_lessons, start=1))
+    course = Course(
+        directory=directory,
+        title=_field(path, "course", meta, "title"),
+        tagline=_field(path, "course", meta, "tagline"),
+        name_fallback=_field(path, "course", meta, "name_fallback"),
+        layout_html=_field(path, "course", meta, "layout_html"),
+        layout_text=_field(path, "course", meta, "layout_text"),
+        stylesheet=_field(path, "course", meta, "stylesheet"),
+        lessons=lessons,
+    )
+    for name in (course.layout_html, course.layout_text, course.stylesheet):
+        _must_exist(path, directory, name)
+    for lesson in lessons:
+        _must_exist(path, directory, lesson.source)
+    return course
+
+
+def _field(path: Path, where: str, table: dict[str, object], name: str) -> str:
+    value = table.get(name)
+    if not isinstance(value, str) or not value.strip():
+        raise CourseError(f"{path}: {where} needs a non-empty text field {name!r}")
+    if re.search(r"[\r\n\x00]", value):
+        raise CourseError(f"{path}: {where} field {name!r} must be on one line")
+    return value.strip()
+
+
+def _lesson(path: Path, number: int, item: object) -> Lesson:
+    if not isinstance(item, dict):
+        raise CourseError(f"{path}: lesson {number} must be a [[lessons]] table")
+    where = f"lesson {number}"
+    key = _field(path, where, item, "key")
+    if key != f"lesson-{number}":
+        raise CourseError(f"{path}: {where} has key {key!r}; lessons are keyed lesson-1, lesson-2, ...")
+    return Lesson(
+        number=number,
+        key=key,
+        title=_field(path, where, item, "title"),
+        subject=_field(path, where, item, "subject"),
+        preheader=_field(path, where, item, "preheader"),
+        source=_field(path, where, item, "source"),
+    )
+
+
+def _must_exist(manifest: Path, directory: Path, name: str) -> None:
+    if not (directory / name).is_file():
+        raise CourseError(f"{manifest}: {name!r} does not exist in {directory}")

@@ -1,0 +1,177 @@
+"""Renders each lesson once (Jinja, Markdown, premailer) into slot templates filled per recipient."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import jinja2
+from markdown_it import MarkdownIt
+from markupsafe import Markup, escape
+from premailer import Premailer
+
+from mailer.course import Course, Lesson
+from mailer.errors import CourseError
+from mailer.plaintext import render_text
+
+# Per-recipient values; lessons and layouts write {{ first_name }} etc. and
+# stage one leaves the marker {{first_name}} (no spaces, so lxml keeps it).
+SLOTS = ("first_name", "email", "unsubscribe_url")
+_SLOT = re.compile(r"\{\{(" + "|".join(SLOTS) + r")\}\}")
+_MARKERS = {name: "{{" + name + "}}" for name in SLOTS}
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
+
+
+@dataclass(frozen=True)
+class Slots:
+    """Text split once around its {{slot}} markers, so filling it is a join."""
+
+    literals: tuple[str, ...]
+    names: tuple[str, ...]
+
+    @classmethod
+    def compile(cls, text: str) -> Slots:
+        """Split `text` at every slot marker."""
+        parts = _SLOT.split(text)
+        return cls(tuple(parts[0::2]), tuple(parts[1::2]))
+
+    def fill(self, values: Mapping[str, str]) -> str:
+        """The text with each marker replaced by its value (values are not re-scanned)."""
+        out = [self.literals[0]]
+        for name, literal in zip(self.names, self.literals[1:], strict=True):
+            out.append(values[name])
+            out.append(literal)
+        return "".join(out)
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """What differs per recipient inside the message body."""
+
+    first_name: str
+    email: str
+    unsubscribe_url: str
+
+
+@dataclass(frozen=True)
+class RenderedLesson:
+    """A lesson rendered and inlined once; `personalise` gives one recipient's parts."""
+
+    lesson: Lesson
+    total: int
+    text: Slots
+    html: Slots
+    words: int = field(compare=False)
+
+    def personalise(self, recipient: Recipient) -> tuple[str, str]:
+        """(text part, html part) for `recipient`, CRLF line endings, HTML values escaped."""
+        raw = {name: _UNSAFE.sub(" ", getattr(recipient, name)) for name in SLOTS}
+        escaped = {name: str(escape(value)) for name, value in raw.items()}
+        return self.text.fill(raw), self.html.fill(escaped)
+
+
+class Renderer:
+    """Turns course lessons into RenderedLessons, caching each one for the whole run."""
+
+    def __init__(
+        self,
+        course: Course,
+        *,
+        postal_address: str | None = None,
+        help_url: str | None = None,
+        base_url: str = "",
+    ) -> None:
+        self.course = course
+        self._extra = {
+            "postal_address": postal_address or "",
+            "help_url": help_url or "",
+            "base_url": base_url,
+        }
+        self._env = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(course.directory),
+            autoescape=jinja2.select_autoescape(["html", "htm"]),
+            undefined=jinja2.StrictUndefined,
+            keep_trailing_newline=True,
+        )
+        self._markdown = MarkdownIt("commonmark", {"typographer": True}).enable(
+            ["replacements", "smartquotes"]
+        )
+        self._cache: dict[int, RenderedLesson] = {}
+
+    def lesson(self, week: int) -> RenderedLesson:
+        """Lesson `week` rendered (once per Renderer)."""
+        if week not in self._cache:
+            self._cache[week] = self._render(self.course.lesson(week))
+        return self._cache[week]
+
+    def _render(self, lesson: Lesson) -> RenderedLesson:
+        course = self.course
+        following = course.lessons[lesson.number] if lesson.number < course.total else None
+        context = {
+            **_MARKERS,
+            **self._extra,
+            "course_title": course.title,
+            "course_tagline": course.tagline,
+            "week": lesson.number,
+            "total": course.total,
+            "title": lesson.title,
+            "subject": lesson.subject,
+            "preheader": lesson.preheader,
+            "next_title": following.title if following else "",
+        }
+        source = self._template(lesson.source, context)
+        tokens = self._markdown.parse(source)
+        body_text = render_text(tokens).rstrip("\n")
+        body_html = Markup(self._markdown.renderer.render(tokens, self._markdown.options, {}))
+        stylesheet = Markup(self._read(course.stylesheet))
+        text = self._template(course.layout_text, {**context, "body": body_text})
+        html = self._template(
+            course.layout_html, {**context, "body": body_html, "stylesheet": stylesheet}
+        )
+        html = self._inline_css(html, course.layout_html)
+        return RenderedLesson(
+            lesson=lesson,
+            total=course.total,
+            text=Slots.compile(_crlf(text)),
+            html=Slots.compile(_crlf(html)),
+            words=len(body_text.split()),
+        )
+
+    def _template(self, name: str, context: Mapping[str, object]) -> str:
+        try:
+            return self._env.get_template(name).render(context)
+        except jinja2.TemplateSyntaxError as exc:
+            raise CourseError(f"{exc.filename or name} line {exc.lineno}: {exc.message}") from None
+        except jinja2.TemplateNotFound as exc:
+            raise CourseError(f"{name}: template {exc.name!r} not found") from None
+        except jinja2.TemplateError as exc:
+            raise CourseError(f"{name}: {exc}") from None
+
+    def _read(self, name: str) -> str:
+        try:
+            return (self.course.directory / name).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CourseError(f"cannot read {name}: {exc}") from None
+
+    @staticmethod
+    def _inline_css(html: str, name: str) -> str:
+        try:
+            inlined = Premailer(
+                html,
+                allow_network=False,
+                disable_validation=True,
+                cssutils_logging_level=logging.CRITICAL,
+                keep_style_tags=False,
+                strip_important=False,
+            ).transform()
+        except Exception as exc:  # premailer raises bare lxml / cssutils errors
+            raise CourseError(f"{name}: cannot inline its CSS: {exc}") from None
+        if not inlined.lstrip().lower().startswith("<!doctype"):
+            inlined = "<!DOCTYPE html>\n" + inlined
+        return inlined
+
+
+def _crlf(text: str) -> str:
+    return "\r\n".join(text.replace("\r\n", "\n").split("\n"))
