@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -15,13 +16,14 @@ import platformdirs
 from mailer.errors import ConfigError
 from mailer.timing import SendWindow
 from subscribers.errors import InvalidInput
-from subscribers.validation import check_timezone, normalize_email
+from subscribers.validation import check_timezone
 
 APP_NAME = "rekindle-mail"
 CONFIG_FILE = "rekindle.toml"
 ENV_PREFIX = "REKINDLE_"
 DEFAULT_BASE_URL = "http://localhost:8080"
 SMTP_SCHEMES = ("smtp", "smtp+starttls", "smtps")
+_ADDRESS = re.compile(r"^[^@\s<>\"]+@[^@\s<>\"]+$")
 
 # Every key a config file may hold; each can be overridden by REKINDLE_<KEY>.
 KEYS = (
@@ -119,9 +121,7 @@ def _read_file(
         raise ConfigError(f"cannot read config file {str(path)!r}: {exc}") from None
     unknown = sorted(set(data) - set(KEYS))
     if unknown:
-        raise ConfigError(
-            f"unknown key {unknown[0]!r} in {path}; known keys: {', '.join(KEYS)}"
-        )
+        raise ConfigError(f"unknown key {unknown[0]!r} in {path}; known keys: {', '.join(KEYS)}")
     return dict(data), path
 
 
@@ -142,10 +142,12 @@ def _address(raw: Mapping[str, object], key: str, default: str | None = None) ->
     if value is None:
         return None
     name, addr = parseaddr(value)
-    try:
-        addr = normalize_email(addr or value)
-    except InvalidInput as exc:
-        raise ConfigError(f"{key}: {exc}") from None
+    # Operators may send from a local-only domain (rekindle@localhost): check the
+    # shape only; subscriber addresses get the strict check.
+    if not _ADDRESS.match(addr):
+        raise ConfigError(
+            f"{key} {value!r} is not an email address like 'Rekindle <hello@example.org>'"
+        )
     return f"{name} <{addr}>" if name else addr
 
 

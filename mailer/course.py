@@ -105,7 +105,9 @@ def _lesson(path: Path, number: int, item: object) -> Lesson:
     where = f"lesson {number}"
     key = _field(path, where, item, "key")
     if key != f"lesson-{number}":
-        raise CourseError(f"{path}: {where} has key {key!r}; lessons are keyed lesson-1, lesson-2, ...")
+        raise CourseError(
+            f"{path}: {where} has key {key!r}; lessons are keyed lesson-1, lesson-2, ..."
+        )
     return Lesson(
         number=number,
         key=key,

@@ -41,7 +41,9 @@ def read_rows(stream: IO[str]) -> Iterator[Row | BadRow]:
     try:
         header = next(reader)
     except StopIteration:
-        raise InvalidInput("the CSV file is empty: expected a header line 'email,name,timezone'")
+        raise InvalidInput(
+            "the CSV file is empty: expected a header line 'email,name,timezone'"
+        ) from None
     except csv.Error as exc:
         raise InvalidInput(f"line 1: unreadable CSV header: {exc}") from None
     columns = [h.strip().lstrip("\ufeff").lower() for h in header]
@@ -70,7 +72,9 @@ def read_rows(stream: IO[str]) -> Iterator[Row | BadRow]:
         yield _parse(start, cells, index, seen)
 
 
-def _parse(line: int, cells: list[str], index: dict[str, int], seen: dict[str, int]) -> Row | BadRow:
+def _parse(
+    line: int, cells: list[str], index: dict[str, int], seen: dict[str, int]
+) -> Row | BadRow:
     def cell(name: str) -> str:
         i = index.get(name)
         return cells[i].strip() if i is not None and i < len(cells) else ""

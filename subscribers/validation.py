@@ -23,7 +23,8 @@ def normalize_email(value: str) -> str:
     if _CONTROL.search(raw):
         raise InvalidInput(f"invalid email address {raw!r}: it contains a control character")
     try:
-        info = validate_email(raw, check_deliverability=False)
+        # test_environment admits the reserved *.test domain, used for trials and tests.
+        info = validate_email(raw, check_deliverability=False, test_environment=True)
     except EmailNotValidError as exc:
         raise InvalidInput(f"invalid email address {raw!r}: {exc}") from None
     return info.normalized
@@ -56,6 +57,7 @@ def check_timezone(value: str) -> str:
     canonical = _zones_by_folded_name().get(key.casefold())
     if canonical is None:
         raise InvalidInput(
-            f"unknown time zone {value!r}: use an IANA name such as Europe/Berlin or America/New_York"
+            f"unknown time zone {value!r}: "
+            "use an IANA name such as Europe/Berlin or America/New_York"
         )
     return canonical

@@ -1,0 +1,118 @@
+"""`rekindle-mail send` and `rekindle-mail status`."""
+
+from __future__ import annotations
+
+import click
+
+from mailer import dispatch, reports
+from mailer.cli.output import interactive, print_json, table, warn
+from mailer.errors import TransportUnavailable
+from mailer.runtime import Runtime
+
+pass_runtime = click.make_pass_decorator(Runtime)
+NOW_HELP = "Behave as if the clock read this ISO-8601 instant (overrides REKINDLE_NOW)."
+
+
+@click.command("send")
+@click.option("--now", "now_text", metavar="INSTANT", help=NOW_HELP)
+@click.option("--dry-run", is_flag=True, help="Report what is due without sending or recording.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as a JSON object.")
+@pass_runtime
+def send(rt: Runtime, now_text: str | None, dry_run: bool, as_json: bool) -> None:
+    """Deliver every lesson that is due now, then print a one-line summary.
+
+    Meant for cron: run it as often as you like (every 15 minutes is typical);
+    nothing is ever sent twice. Exits 75 when the mail server cannot be reached,
+    leaving the due mail waiting for the next run.
+
+    Example:
+
+    \b
+        rekindle-mail send --json
+    """
+    now = rt.now(now_text)
+    if not dry_run:
+        for note in rt.warnings():
+            warn(note)
+    with rt.session() as session:
+        composer = rt.composer(session)
+        window = rt.settings.send_window
+        transport = rt.transport()
+        try:
+            with transport:
+                if interactive() and not as_json:
+                    total = dispatch.count_due(session, now)
+                    with click.progressbar(
+                        length=total, label="Sending", file=click.get_text_stream("stderr")
+                    ) as bar:
+                        report = dispatch.send_due(
+                            session,
+                            transport,
+                            composer,
+                            window,
+                            now,
+                            dry_run=dry_run,
+                            rate_limit=rt.settings.rate_limit,
+                            progress=bar.update,
+                        )
+                else:
+                    report = dispatch.send_due(
+                        session,
+                        transport,
+                        composer,
+                        window,
+                        now,
+                        dry_run=dry_run,
+                        rate_limit=rt.settings.rate_limit,
+                    )
+        except TransportUnavailable as exc:
+            _print(getattr(exc, "report", dispatch.SendReport()), as_json)
+            raise
+    _print(report, as_json)
+
+
+def _print(report: dispatch.SendReport, as_json: bool) -> None:
+    if as_json:
+        print_json(report.as_dict())
+    else:
+        click.echo(report.summary())
+
+
+@click.command("status")
+@click.option("--now", "now_text", metavar="INSTANT", help=NOW_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
+@pass_runtime
+def status(rt: Runtime, now_text: str | None, as_json: bool) -> None:
+    """Subscribers by status, deliveries by lesson, what is due, recent failures.
+
+    Example:
+
+    \b
+        rekindle-mail status --json
+    """
+    with rt.session() as session:
+        summary = reports.status_summary(session, rt.now(now_text))
+    if as_json:
+        print_json(summary)
+        return
+    counts = summary["subscribers"]
+    listed = ", ".join(f"{k} {v}" for k, v in counts.items() if v)
+    click.echo(f"Subscribers: {summary['total_subscribers']}" + (f" ({listed})" if listed else ""))
+    click.echo(f"Due now: {summary['due_now']}; next due: {summary['next_due'] or '-'}")
+    if summary["deliveries"]:
+        click.echo()
+        table(
+            ("KEY", "SENT", "FAILED", "DEFERRED", "SENDING"),
+            (
+                (key, c["sent"], c["failed"], c["deferred"], c["sending"])
+                for key, c in summary["deliveries"].items()
+            ),
+        )
+    if summary["recent_failures"]:
+        click.echo()
+        click.echo("Recent failures:")
+        for f in summary["recent_failures"]:
+            click.echo(f"  {f['at']}  {f['email']}  {f['key']}  {f['status']}: {f['reply']}")
+
+
+COMMANDS = [send, status]

@@ -1,0 +1,282 @@
+"""`rekindle-mail subscribers ...`: add, import, list, show, pause/resume, leave, erase, export."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from mailer import enrolment, reports
+from mailer.cli.output import print_json, table
+from mailer.runtime import Runtime
+from subscribers import csvfile
+from subscribers.models import Status
+
+pass_runtime = click.make_pass_decorator(Runtime)
+EXPORT_COLUMNS = (
+    "email",
+    "name",
+    "timezone",
+    "status",
+    "lessons_sent",
+    "next_lesson",
+    "next_due",
+    "source",
+    "created_at",
+    "confirmed_at",
+)
+
+
+@click.group("subscribers")
+def group() -> None:
+    """Manage the people on the course.
+
+    Example:
+
+    \b
+        rekindle-mail subscribers add ada@example.org --name "Ada" --timezone Europe/London
+    """
+
+
+@group.command("add")
+@click.argument("email")
+@click.option("--name", help="Display name; the first word greets them in each lesson.")
+@click.option("--timezone", "tz", help="IANA time zone, e.g. America/Chicago (default: config).")
+@click.option(
+    "--double-opt-in",
+    is_flag=True,
+    help="Send a confirmation email and store the subscriber as pending (not available yet).",
+)
+@pass_runtime
+def add(rt: Runtime, email: str, name: str | None, tz: str | None, double_opt_in: bool) -> None:
+    """Add a subscriber as active: lesson 1 goes out at their next send window.
+
+    The operator vouches for the person's consent.
+
+    Example:
+
+    \b
+        rekindle-mail subscribers add sam@example.org --name "Sam Lee" --timezone Asia/Tokyo
+    """
+    if double_opt_in:
+        raise click.UsageError(
+            "--double-opt-in needs the web face (rekindle-mail serve), not built yet"
+        )
+    with rt.session() as session:
+        sub = enrolment.add_subscriber(
+            session,
+            email,
+            name=name,
+            timezone=tz or rt.settings.timezone,
+            now=rt.now(),
+            window=rt.settings.send_window,
+        )
+        due = reports.iso(sub.next_due_at, sub.timezone)
+        click.echo(f"added {sub.email} ({sub.timezone}); lesson 1 is due {due}")
+
+
+@group.command("import")
+@click.argument("file", type=click.File("r", encoding="utf-8-sig"))
+@click.option("--dry-run", is_flag=True, help="Check the file and report, but store nothing.")
+@pass_runtime
+def import_(rt: Runtime, file: click.utils.LazyFile, dry_run: bool) -> None:
+    """Import subscribers from a CSV file with the header email,name,timezone.
+
+    Valid rows are stored as active; every rejected row is reported with its line
+    number and reason, and the command then exits with status 1. Addresses already
+    subscribed are skipped.
+
+    Example:
+
+    \b
+        rekindle-mail subscribers import people.csv --dry-run
+    """
+    with rt.session() as session:
+        report = enrolment.import_subscribers(
+            session,
+            csvfile.read_rows(file),
+            default_timezone=rt.settings.timezone,
+            now=rt.now(),
+            window=rt.settings.send_window,
+            dry_run=dry_run,
+        )
+    name = getattr(file, "name", "-")
+    for bad in report.rejected:
+        click.echo(f"{name}: line {bad.line}: {bad.reason}", err=True)
+    verb = "would import" if dry_run else "imported"
+    click.echo(
+        f"{verb} {report.imported}, skipped {len(report.existing)} already subscribed, "
+        f"rejected {len(report.rejected)}"
+    )
+    if report.rejected:
+        raise SystemExit(1)
+
+
+@group.command("list")
+@click.option("--status", type=click.Choice([s.value for s in Status]), help="Only this status.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
+@pass_runtime
+def list_(rt: Runtime, status: str | None, as_json: bool) -> None:
+    """List subscribers with their progress through the course.
+
+    Example:
+
+    \b
+        rekindle-mail subscribers list --status active --json
+    """
+    with rt.session() as session:
+        rows = list(reports.subscriber_rows(session, status))
+    if as_json:
+        print_json(rows)
+        return
+    table(
+        ("EMAIL", "NAME", "TIMEZONE", "STATUS", "SENT", "NEXT", "NEXT DUE"),
+        (
+            (
+                r["email"],
+                r["name"],
+                r["timezone"],
+                r["status"],
+                r["lessons_sent"],
+                r["next_lesson"],
+                r["next_due"],
+            )
+            for r in rows
+        ),
+    )
+
+
+@group.command("show")
+@click.argument("email")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
+@pass_runtime
+def show(rt: Runtime, email: str, as_json: bool) -> None:
+    """Show one subscriber and their delivery history.
+
+    Example:
+
+    \b
+        rekindle-mail subscribers show ada@example.org
+    """
+    with rt.session() as session:
+        view = reports.subscriber_detail(session, email)
+    if as_json:
+        print_json(view)
+        return
+    for key in (
+        "email",
+        "name",
+        "timezone",
+        "status",
+        "lessons_sent",
+        "next_lesson",
+        "next_due",
+        "source",
+        "created_at",
+        "started_at",
+        "confirmed_at",
+    ):
+        click.echo(f"{key + ':':<14}{'' if view[key] is None else view[key]}")
+    if view["deliveries"]:
+        click.echo()
+        table(
+            ("KEY", "STATUS", "SENT AT", "ATTEMPTS", "LAST ERROR"),
+            (
+                (d["key"], d["status"], d["sent_at"], d["attempts"], d["last_error"])
+                for d in view["deliveries"]
+            ),
+        )
+
+
+@group.command("pause")
+@click.argument("email")
+@pass_runtime
+def pause(rt: Runtime, email: str) -> None:
+    """Hold course mail for a subscriber until `resume`.
+
+    Example:
+
+    \b
+        rekindle-mail subscribers pause ada@example.org
+    """
+    with rt.session() as session:
+        sub = enrolment.pause(session, email, rt.now())
+        click.echo(f"paused {sub.email}")
+
+
+@group.command("resume")
+@click.argument("email")
+@pass_runtime
+def resume(rt: Runtime, email: str) -> None:
+    """Continue a paused subscriber: the next lesson goes out at the next window.
+
+    Never sooner than a week after the local date of their last lesson.
+
+    Example:
+
+    \b
+        rekindle-mail subscribers resume ada@example.org
+    """
+    with rt.session() as session:
+        sub = enrolment.resume(session, email, rt.now(), rt.settings.send_window)
+        due = reports.iso(sub.next_due_at, sub.timezone)
+        click.echo(f"resumed {sub.email}; lesson {sub.next_lesson} is due {due}")
+
+
+@group.command("unsubscribe")
+@click.argument("email")
+@pass_runtime
+def unsubscribe(rt: Runtime, email: str) -> None:
+    """Unsubscribe someone: no more mail, their record is kept.
+
+    Example:
+
+    \b
+        rekindle-mail subscribers unsubscribe ada@example.org
+    """
+    with rt.session() as session:
+        sub = enrolment.unsubscribe(session, email, rt.now())
+        click.echo(f"unsubscribed {sub.email}")
+
+
+@group.command("remove")
+@click.argument("email")
+@pass_runtime
+def remove(rt: Runtime, email: str) -> None:
+    """Erase a subscriber and their delivery history (GDPR right to erasure).
+
+    Example:
+
+    \b
+        rekindle-mail subscribers remove ada@example.org
+    """
+    with rt.session() as session:
+        address = enrolment.remove(session, email)
+    click.echo(f"removed {address} and their delivery history")
+
+
+@group.command("export")
+@click.argument("file", required=False, type=click.Path(dir_okay=False, allow_dash=True))
+@pass_runtime
+def export(rt: Runtime, file: str | None) -> None:
+    """Write all subscribers as CSV to FILE (or standard output).
+
+    The first columns (email,name,timezone) are what `subscribers import` reads.
+
+    Example:
+
+    \b
+        rekindle-mail subscribers export backup.csv
+    """
+    with rt.session() as session:
+        rows = ([r[c] for c in EXPORT_COLUMNS] for r in reports.subscriber_rows(session))
+        if file and file != "-":
+            with Path(file).open("w", encoding="utf-8", newline="") as fh:
+                count = csvfile.write_rows(fh, EXPORT_COLUMNS, rows)
+            click.echo(f"exported {count} subscribers to {file}", err=True)
+        else:
+            csvfile.write_rows(sys.stdout, EXPORT_COLUMNS, rows)
+
+
+COMMANDS = [group]

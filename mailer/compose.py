@@ -1,0 +1,71 @@
+"""Composes a subscriber's lesson message from the run-wide renderer, tokens and sender."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from email.utils import make_msgid
+
+from mailer.message import MessageBuilder, Outgoing, Sender
+from mailer.render import Renderer
+from mailer.tokens import Tokens
+
+
+def first_name(name: str | None, fallback: str) -> str:
+    """The first word of the subscriber's name, or the course's friendly fallback."""
+    words = (name or "").split()
+    return words[0] if words else fallback
+
+
+class Composer:
+    """Builds lesson messages; everything but the per-recipient parts is done once per run."""
+
+    def __init__(self, renderer: Renderer, tokens: Tokens, sender: Sender, base_url: str) -> None:
+        self.renderer = renderer
+        self.tokens = tokens
+        self.sender = sender
+        self.base_url = base_url.rstrip("/")
+        self._builders: dict[int, MessageBuilder] = {}
+
+    def builder(self, week: int) -> MessageBuilder:
+        """The message builder for lesson `week` (rendered and inlined on first use)."""
+        if week not in self._builders:
+            content = self.renderer.lesson(week)
+            self._builders[week] = MessageBuilder(
+                self.sender, content.lesson.key, content.lesson.subject, content
+            )
+        return self._builders[week]
+
+    def message_id(self, subscriber_id: int, key: str) -> str:
+        """The ledger Message-ID of (subscriber, key)."""
+        return self.tokens.message_id(subscriber_id, key, self.sender.domain)
+
+    def unsubscribe_url(self, subscriber_id: int) -> str:
+        """The one-click unsubscribe link for a subscriber."""
+        return f"{self.base_url}/unsubscribe/{self.tokens.unsubscribe(subscriber_id)}"
+
+    def lesson(
+        self,
+        week: int,
+        *,
+        subscriber_id: int | None,
+        email: str,
+        name: str | None,
+        date: datetime,
+        message_id: str | None = None,
+    ) -> Outgoing:
+        """Lesson `week` for one recipient; without a subscriber id it is a test message."""
+        builder = self.builder(week)
+        if subscriber_id is None:
+            message_id = message_id or make_msgid("test", domain=self.sender.domain)
+            unsubscribe = f"{self.base_url}/unsubscribe/{self.tokens.unsubscribe(0)}"
+        else:
+            message_id = message_id or self.message_id(subscriber_id, builder.key)
+            unsubscribe = self.unsubscribe_url(subscriber_id)
+        return builder.build(
+            email=email,
+            name=name,
+            first_name=first_name(name, self.renderer.course.name_fallback),
+            message_id=message_id,
+            unsubscribe_url=unsubscribe,
+            date=date,
+        )

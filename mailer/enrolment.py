@@ -1,0 +1,203 @@
+"""Service functions that change who is on the course: add, import, pause, resume, leave, erase."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.orm import Session
+
+from mailer.errors import Conflict, NotFound
+from mailer.models import Delivery, DeliveryStatus
+from mailer.timing import SendWindow, first_lesson_due, next_lesson_due, resumed_due
+from subscribers.csvfile import BadRow, Row
+from subscribers.models import Status, Subscriber
+from subscribers.validation import check_timezone, clean_name, normalize_email
+
+IMPORT_BATCH = 1000
+
+
+def find_subscriber(session: Session, email: str) -> Subscriber:
+    """The subscriber with this address (case-insensitive), or NotFound."""
+    sub = session.scalar(
+        select(Subscriber).where(func.lower(Subscriber.email) == email.strip().lower())
+    )
+    if sub is None:
+        raise NotFound(f"no subscriber with address {email.strip()!r}")
+    return sub
+
+
+def _new_row(
+    email: str, name: str | None, timezone: str, now: datetime, window: SendWindow, source: str
+) -> dict[str, object]:
+    return {
+        "email": email,
+        "name": name,
+        "timezone": timezone,
+        "status": Status.ACTIVE,
+        "source": source,
+        "created_at": now,
+        "confirmed_at": None,
+        "status_changed_at": now,
+        "started_at": now,
+        "next_lesson": 1,
+        "next_due_at": first_lesson_due(now, window, ZoneInfo(timezone)),
+    }
+
+
+def add_subscriber(
+    session: Session,
+    email: str,
+    *,
+    name: str | None,
+    timezone: str,
+    now: datetime,
+    window: SendWindow,
+    source: str = "operator",
+) -> Subscriber:
+    """Validate and store an active subscriber whose course starts now; commits."""
+    address = normalize_email(email)
+    row = _new_row(address, clean_name(name), check_timezone(timezone), now, window, source)
+    existing = session.scalar(
+        select(Subscriber).where(func.lower(Subscriber.email) == address.lower())
+    )
+    if existing is not None:
+        raise Conflict(f"{existing.email} is already a subscriber (status: {existing.status})")
+    sub = Subscriber(**row)
+    session.add(sub)
+    session.commit()
+    return sub
+
+
+@dataclass
+class ImportReport:
+    """What an import did (or would do, on a dry run)."""
+
+    imported: int = 0
+    existing: list[str] = field(default_factory=list)
+    rejected: list[BadRow] = field(default_factory=list)
+    dry_run: bool = False
+
+
+def import_subscribers(
+    session: Session,
+    rows: Iterable[Row | BadRow],
+    *,
+    default_timezone: str,
+    now: datetime,
+    window: SendWindow,
+    dry_run: bool = False,
+) -> ImportReport:
+    """Store every valid row as active; skip addresses already present; commit per batch."""
+    report = ImportReport(dry_run=dry_run)
+    batch: list[Row] = []
+
+    def flush() -> None:
+        lowered = [r.email.lower() for r in batch]
+        present = set(
+            session.scalars(
+                select(func.lower(Subscriber.email)).where(
+                    func.lower(Subscriber.email).in_(lowered)
+                )
+            )
+        )
+        fresh = []
+        for r in batch:
+            if r.email.lower() in present:
+                report.existing.append(r.email)
+            else:
+                fresh.append(
+                    _new_row(r.email, r.name, r.timezone or default_timezone, now, window, "import")
+                )
+        if fresh and not dry_run:
+            session.execute(insert(Subscriber), fresh)
+            session.commit()
+        report.imported += len(fresh)
+        batch.clear()
+
+    for row in rows:
+        if isinstance(row, BadRow):
+            report.rejected.append(row)
+            continue
+        batch.append(row)
+        if len(batch) >= IMPORT_BATCH:
+            flush()
+    if batch:
+        flush()
+    return report
+
+
+def pause(session: Session, email: str, now: datetime) -> Subscriber:
+    """Stop course mail for an active subscriber until `resume`; commits."""
+    sub = find_subscriber(session, email)
+    if sub.status != Status.ACTIVE:
+        raise Conflict(
+            f"{sub.email} is {sub.status}, not active: only active subscribers can pause"
+        )
+    sub.status = Status.PAUSED
+    sub.status_changed_at = now
+    session.commit()
+    return sub
+
+
+def last_lesson_sent(session: Session, subscriber_id: int) -> datetime | None:
+    """When the subscriber's most recent lesson went out."""
+    return session.scalar(
+        select(func.max(Delivery.sent_at)).where(
+            Delivery.subscriber_id == subscriber_id,
+            Delivery.key.like("lesson-%"),
+            Delivery.status == DeliveryStatus.SENT,
+        )
+    )
+
+
+def resume(session: Session, email: str, now: datetime, window: SendWindow) -> Subscriber:
+    """Continue a paused (or bounced) subscriber: next lesson at the next window (rule 5)."""
+    sub = find_subscriber(session, email)
+    if sub.status not in (Status.PAUSED, Status.BOUNCED):
+        raise Conflict(f"{sub.email} is {sub.status}: only paused or bounced subscribers resume")
+    zone = ZoneInfo(sub.timezone)
+    last = last_lesson_sent(session, sub.id)
+    earliest = next_lesson_due(last, window, zone) if last else None
+    if sub.status == Status.BOUNCED and sub.next_lesson:
+        # The operator vouches the address works again: retry the lesson that bounced.
+        session.execute(
+            update(Delivery)
+            .where(
+                Delivery.subscriber_id == sub.id,
+                Delivery.key == f"lesson-{sub.next_lesson}",
+                Delivery.status == DeliveryStatus.FAILED,
+            )
+            .values(status=DeliveryStatus.DEFERRED, next_attempt_at=None, updated_at=now)
+        )
+    sub.status = Status.ACTIVE
+    sub.status_changed_at = now
+    sub.next_lesson = sub.next_lesson or 1
+    sub.next_due_at = resumed_due(earliest, now, window, zone)
+    session.commit()
+    return sub
+
+
+def unsubscribe(session: Session, email: str, now: datetime) -> Subscriber:
+    """Stop all mail to the subscriber for good (their record is kept); commits."""
+    sub = find_subscriber(session, email)
+    if sub.status == Status.UNSUBSCRIBED:
+        raise Conflict(f"{sub.email} is already unsubscribed")
+    sub.status = Status.UNSUBSCRIBED
+    sub.status_changed_at = now
+    sub.next_due_at = None
+    session.commit()
+    return sub
+
+
+def remove(session: Session, email: str) -> str:
+    """Erase the subscriber and their delivery history (GDPR art. 17); commits."""
+    sub = find_subscriber(session, email)
+    address = sub.email
+    session.execute(delete(Delivery).where(Delivery.subscriber_id == sub.id))
+    session.delete(sub)
+    session.commit()
+    return address

@@ -1,0 +1,181 @@
+"""The delivery ledger: claim a (subscriber, key) before sending, record the outcome after."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from mailer.models import Delivery, DeliveryStatus
+
+# A claim outlives the longest SMTP transaction (10 minutes for the final dot).
+LEASE = timedelta(minutes=15)
+FIRST_RETRY = timedelta(minutes=5)
+MAX_RETRY = timedelta(hours=4)
+
+
+def wall_clock() -> datetime:
+    """The real time: leases are about processes, not about the schedule's `now`."""
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """This run owns the delivery until the lease ends; every write is fenced by `token`."""
+
+    delivery_id: int
+    token: str
+    attempts: int
+    due_at: datetime
+
+
+@dataclass(frozen=True)
+class Unavailable:
+    """Why a delivery could not be claimed now."""
+
+    status: str
+    sent_at: datetime | None = None
+    retry_at: datetime | None = None
+
+
+def claim(
+    session: Session,
+    subscriber_id: int,
+    key: str,
+    message_id: str,
+    due_at: datetime,
+    now: datetime,
+) -> Claim | Unavailable:
+    """Claim (subscriber, key) for sending, creating its ledger row on first use; commits."""
+    token = uuid.uuid4().hex
+    lease = wall_clock() + LEASE
+    row = Delivery(
+        subscriber_id=subscriber_id,
+        key=key,
+        status=DeliveryStatus.SENDING,
+        message_id=message_id,
+        due_at=due_at,
+        attempts=0,
+        claim_token=token,
+        claimed_until=lease,
+        updated_at=now,
+    )
+    try:
+        with session.begin_nested():
+            session.add(row)
+        session.commit()
+        return Claim(row.id, token, 0, due_at)
+    except IntegrityError:
+        session.rollback()
+    existing = session.execute(
+        select(Delivery).where(Delivery.subscriber_id == subscriber_id, Delivery.key == key)
+    ).scalar_one()
+    status = existing.status
+    if status in (DeliveryStatus.SENT, DeliveryStatus.FAILED):
+        return Unavailable(status, sent_at=existing.sent_at)
+    if (
+        status == DeliveryStatus.DEFERRED
+        and existing.next_attempt_at
+        and existing.next_attempt_at > now
+    ):
+        return Unavailable(status, retry_at=existing.next_attempt_at)
+    if (
+        status == DeliveryStatus.SENDING
+        and existing.claimed_until
+        and existing.claimed_until > wall_clock()
+    ):
+        return Unavailable(status)
+    taken = session.execute(
+        update(Delivery)
+        .where(
+            Delivery.id == existing.id,
+            Delivery.status == status,
+            (Delivery.claim_token == existing.claim_token)
+            if existing.claim_token
+            else Delivery.claim_token.is_(None),
+        )
+        .values(
+            status=DeliveryStatus.SENDING, claim_token=token, claimed_until=lease, updated_at=now
+        )
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    session.commit()
+    if taken != 1:
+        return Unavailable(DeliveryStatus.SENDING)
+    return Claim(existing.id, token, existing.attempts, existing.due_at)
+
+
+def _settle(session: Session, claim: Claim, **values: object) -> bool:
+    """Write the outcome if this run still holds the claim (lease fencing); no commit."""
+    return (
+        session.execute(
+            update(Delivery)
+            .where(Delivery.id == claim.delivery_id, Delivery.claim_token == claim.token)
+            .values(claim_token=None, claimed_until=None, **values)
+            .execution_options(synchronize_session=False)
+        ).rowcount
+        == 1
+    )
+
+
+def mark_sent(session: Session, claim: Claim, now: datetime) -> bool:
+    """Record a 250 from the server; the caller commits together with the schedule change."""
+    return _settle(
+        session,
+        claim,
+        status=DeliveryStatus.SENT,
+        sent_at=now,
+        attempts=claim.attempts + 1,
+        last_error=None,
+        next_attempt_at=None,
+        updated_at=now,
+    )
+
+
+def mark_failed(session: Session, claim: Claim, now: datetime, reply: str) -> bool:
+    """Record a permanent failure (given up, or a 5xx)."""
+    return _settle(
+        session,
+        claim,
+        status=DeliveryStatus.FAILED,
+        attempts=claim.attempts + 1,
+        last_error=reply,
+        next_attempt_at=None,
+        updated_at=now,
+    )
+
+
+def mark_deferred(
+    session: Session, claim: Claim, now: datetime, reply: str, retry_at: datetime
+) -> bool:
+    """Record a transient failure; the message is retried at `retry_at`."""
+    return _settle(
+        session,
+        claim,
+        status=DeliveryStatus.DEFERRED,
+        attempts=claim.attempts + 1,
+        last_error=reply,
+        next_attempt_at=retry_at,
+        updated_at=now,
+    )
+
+
+def release(session: Session, claim: Claim, now: datetime, reason: str) -> bool:
+    """Give the claim back without counting an attempt (the message never left)."""
+    return _settle(
+        session,
+        claim,
+        status=DeliveryStatus.DEFERRED,
+        last_error=reason,
+        next_attempt_at=None,
+        updated_at=now,
+    )
+
+
+def retry_delay(attempts: int) -> timedelta:
+    """Exponential backoff after `attempts` failed tries: 5 min, 15 min, 45 min, ... 4 h."""
+    return min(FIRST_RETRY * 3 ** max(attempts - 1, 0), MAX_RETRY)

@@ -1,0 +1,155 @@
+"""MIME assembly: constant headers encoded once per message kind, bytes built per recipient."""
+
+from __future__ import annotations
+
+import binascii
+import hashlib
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.header import Header
+from email.utils import format_datetime, formataddr, parseaddr
+
+from mailer.config import Settings
+from mailer.render import Recipient, RenderedLesson
+
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
+CRLF = b"\r\n"
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """One message ready for a transport: envelope plus the exact bytes to send."""
+
+    sender: str
+    recipient: str
+    data: bytes
+    message_id: str
+    key: str
+
+    @property
+    def needs_smtputf8(self) -> bool:
+        """True when an address is not ASCII (RFC 6531)."""
+        return not (self.sender.isascii() and self.recipient.isascii())
+
+
+@dataclass(frozen=True)
+class Sender:
+    """Who the mail is from and which list it belongs to (the same for every message)."""
+
+    from_header: str
+    address: str
+    domain: str
+    list_id: str
+    reply_to: str | None = None
+    unsubscribe_address: str | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Sender:
+        """The sender described by `from`, `reply_to`, `list_id`, `unsubscribe_address`."""
+        return cls(
+            from_header=settings.from_address,
+            address=settings.sender_email,
+            domain=settings.sending_domain,
+            list_id=settings.list_id_header,
+            reply_to=settings.reply_to,
+            unsubscribe_address=settings.unsubscribe_address,
+        )
+
+
+def header(name: str, value: str) -> bytes:
+    """One header field: control characters removed, non-ASCII RFC 2047-encoded, CRLF-folded."""
+    value = _UNSAFE.sub(" ", value)
+    if not value.isascii():
+        value = Header(value, "utf-8", header_name=name).encode(linesep="\r\n")
+    return f"{name}: {value}\r\n".encode()
+
+
+def address(name: str | None, email: str) -> str:
+    """An address for From/To: the display name quoted or encoded, never breaking the line."""
+    name = " ".join(_UNSAFE.sub(" ", name or "").split())
+    if not name:
+        return email
+    if email.isascii():
+        formatted = formataddr((name, email)).replace("\n", "\r\n")
+        # Fold before the angle-addr when the line would pass 78 characters.
+        return formatted.replace(" <", "\r\n <") if len(formatted) > 70 else formatted
+    # An SMTPUTF8 message is 8-bit anyway: the name may stay UTF-8, quoted.
+    quoted = name.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{quoted}" <{email}>'
+
+
+def _sender_address(from_header: str) -> str:
+    display, email = parseaddr(from_header)
+    return address(display, email)
+
+
+class MessageBuilder:
+    """Builds the messages of one kind (one lesson): only per-recipient parts vary."""
+
+    def __init__(self, sender: Sender, key: str, subject: str, content: RenderedLesson) -> None:
+        self.sender = sender
+        self.key = key
+        self.content = content
+        self._boundary = b"=_rekindle_" + hashlib.sha1(key.encode()).hexdigest()[:20].encode()  # noqa: S324
+        fixed = [header("From", _sender_address(sender.from_header))]
+        if sender.reply_to:
+            fixed.append(header("Reply-To", _sender_address(sender.reply_to)))
+        fixed += [
+            header("Subject", subject),
+            header("List-Id", sender.list_id),
+            b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n",
+            header("X-Rekindle-Key", key),
+            b"MIME-Version: 1.0\r\n",
+            b'Content-Type: multipart/alternative; boundary="' + self._boundary + b'"\r\n',
+        ]
+        self._fixed = b"".join(fixed)
+        self._mailto = (
+            f"<mailto:{sender.unsubscribe_address}?subject=unsubscribe>"
+            if sender.unsubscribe_address
+            else None
+        )
+
+    def build(
+        self,
+        *,
+        email: str,
+        name: str | None,
+        first_name: str,
+        message_id: str,
+        unsubscribe_url: str,
+        date: datetime,
+    ) -> Outgoing:
+        """The complete message for one recipient."""
+        text, html = self.content.personalise(Recipient(first_name, email, unsubscribe_url))
+        unsubscribe = f"<{_UNSAFE.sub('', unsubscribe_url)}>"
+        if self._mailto:
+            unsubscribe += ",\r\n " + self._mailto
+        boundary = self._boundary
+        data = b"".join(
+            (
+                header("To", address(name, email)),
+                f"Date: {format_datetime(date.astimezone(UTC))}\r\n".encode(),
+                f"Message-ID: {message_id}\r\n".encode(),
+                f"List-Unsubscribe: {unsubscribe}\r\n".encode(),
+                self._fixed,
+                b"\r\n--",
+                boundary,
+                b'\r\nContent-Type: text/plain; charset="utf-8"\r\n'
+                b"Content-Transfer-Encoding: quoted-printable\r\n\r\n",
+                _qp(text),
+                b"\r\n--",
+                boundary,
+                b'\r\nContent-Type: text/html; charset="utf-8"\r\n'
+                b"Content-Transfer-Encoding: quoted-printable\r\n\r\n",
+                _qp(html),
+                b"\r\n--",
+                boundary,
+                b"--\r\n",
+            )
+        )
+        return Outgoing(self.sender.address, email, data, message_id, self.key)
+
+
+def _qp(text: str) -> bytes:
+    return binascii.b2a_qp(text.encode("utf-8"), istext=True).rstrip(b"\r\n")

@@ -1,0 +1,106 @@
+"""What one command run needs, built once and lazily: settings, database, course, clock."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from functools import cached_property
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
+from mailer import db
+from mailer.compose import Composer
+from mailer.config import Settings, load_settings
+from mailer.course import Course, load_course
+from mailer.message import Sender
+from mailer.render import Renderer
+from mailer.timing import parse_instant
+from mailer.tokens import Tokens
+from mailer.transport import Transport, open_transport
+
+NOW_VARIABLE = "REKINDLE_NOW"
+
+
+class Runtime:
+    """The objects a command works with; nothing is read or opened until first asked for."""
+
+    def __init__(
+        self, config_path: str | None = None, env: Mapping[str, str] | None = None
+    ) -> None:
+        self.config_path = config_path
+        self.env = os.environ if env is None else env
+
+    @cached_property
+    def settings(self) -> Settings:
+        """Validated settings (config file and REKINDLE_* variables)."""
+        return load_settings(self.config_path, self.env)
+
+    @cached_property
+    def engine(self) -> Engine:
+        """The database engine, with the schema created on first use."""
+        engine = db.make_engine(self.settings.database_url)
+        db.ensure_schema(engine)
+        return engine
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A database session that is closed (and rolled back if unfinished) afterwards."""
+        with db.sessions(self.engine)() as session:
+            yield session
+
+    @cached_property
+    def course(self) -> Course:
+        """The course manifest (`course_dir`, or the shipped course)."""
+        return load_course(self.settings.course_dir)
+
+    @cached_property
+    def renderer(self) -> Renderer:
+        """The renderer for this run; each lesson is rendered at most once."""
+        s = self.settings
+        return Renderer(
+            self.course, postal_address=s.postal_address, help_url=s.help_url, base_url=s.base_url
+        )
+
+    def composer(self, session: Session) -> Composer:
+        """A composer signing links with the installation's secret."""
+        secret = db.installation_secret(session, self.settings.secret_key)
+        return Composer(
+            self.renderer,
+            Tokens(secret),
+            Sender.from_settings(self.settings),
+            self.settings.base_url,
+        )
+
+    def transport(self) -> Transport:
+        """The configured transport (SMTP, or the Maildir outbox)."""
+        return open_transport(self.settings)
+
+    def now(self, override: str | None = None) -> datetime:
+        """The clock: --now, else REKINDLE_NOW, else the real time (always UTC)."""
+        if override:
+            return parse_instant(override, "--now")
+        env_now = self.env.get(NOW_VARIABLE)
+        if env_now:
+            return parse_instant(env_now, NOW_VARIABLE)
+        return datetime.now(UTC)
+
+    def warnings(self) -> list[str]:
+        """Configuration that works for trying things out but not for real subscribers."""
+        s = self.settings
+        if not s.smtp_url:
+            return []
+        missing = [
+            key
+            for key, unset in (
+                ("base_url", s.base_url == "http://localhost:8080"),
+                ("postal_address", not s.postal_address),
+                ("from", s.sending_domain == "localhost"),
+            )
+            if unset
+        ]
+        if not missing:
+            return []
+        return [f"{', '.join(missing)} not configured: mail to real people needs them"]

@@ -1,0 +1,49 @@
+"""The Transport protocol and the outcomes a delivery attempt can have."""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Protocol, Self
+
+from mailer.message import Outgoing
+
+
+class DeliveryError(Exception):
+    """A message was not delivered; `reply` is the server's answer or the reason."""
+
+    def __init__(self, reply: str) -> None:
+        super().__init__(reply)
+        self.reply = reply
+
+
+class TemporaryFailure(DeliveryError):
+    """4xx reply, timeout or dropped connection: the message stays due and is retried."""
+
+
+class RecipientRefused(DeliveryError):
+    """5xx reply to RCPT: the address does not take mail; the subscriber has bounced."""
+
+
+class MessageRefused(DeliveryError):
+    """5xx reply to MAIL or DATA: this message failed; the subscriber is not at fault."""
+
+
+class Transport(Protocol):
+    """Delivers messages; used as a context manager so one connection serves a run.
+
+    `send` returns on success and raises a DeliveryError for the message, or
+    mailer.errors.TransportUnavailable when no message can go out now.
+    """
+
+    description: str
+
+    def __enter__(self) -> Self: ...
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+    def send(self, message: Outgoing) -> None: ...

@@ -1,0 +1,42 @@
+"""The embedded default transport: every message becomes a file in a Maildir folder."""
+
+from __future__ import annotations
+
+import mailbox
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+from mailer.errors import TransportUnavailable
+from mailer.message import Outgoing
+
+
+class MaildirTransport:
+    """Writes each message into `path` (Maildir: tmp/, new/, cur/), readable by mail clients."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.description = f"the outbox {self.path}"
+        self._box: mailbox.Maildir | None = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._box = None
+
+    def send(self, message: Outgoing) -> None:
+        """Store the message in new/ (atomically: written in tmp/, then renamed)."""
+        try:
+            if self._box is None:
+                self._box = mailbox.Maildir(self.path, create=True)
+            envelope = f"Return-Path: <{message.sender}>\nDelivered-To: {message.recipient}\n"
+            self._box.add(envelope.encode() + message.data.replace(b"\r\n", b"\n"))
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            raise TransportUnavailable(f"cannot write to {self.description}: {reason}") from None

@@ -1,0 +1,208 @@
+"""SMTP delivery over one reused connection: smtp://, smtp+starttls:// and smtps:// (RFC 8314)."""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import smtplib
+import socket
+import ssl
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+from urllib.parse import unquote, urlsplit
+
+from mailer.errors import ConfigError, TransportUnavailable
+from mailer.message import Outgoing
+from mailer.transport.base import MessageRefused, RecipientRefused, TemporaryFailure
+
+DEFAULT_PORTS = {"smtp": 25, "smtp+starttls": 587, "smtps": 465}
+CONNECT_TIMEOUT = 30.0
+# RFC 5321 §4.5.3.2: up to 10 minutes for the reply to the final dot; a shorter
+# timeout only turns slow acceptances into duplicates.
+SESSION_TIMEOUT = 600.0
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class SmtpTransport:
+    """Sends through an SMTP relay, connecting on the first message and reconnecting on drops."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        password: str | None = None,
+        ca_file: Path | None = None,
+        local_hostname: str | None = None,
+    ) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in DEFAULT_PORTS or not parts.hostname:
+            raise ConfigError("smtp_url must be smtp://, smtp+starttls:// or smtps://host[:port]")
+        self.scheme = parts.scheme
+        self.host = parts.hostname
+        try:
+            self.port = parts.port or DEFAULT_PORTS[parts.scheme]
+        except ValueError:
+            raise ConfigError("smtp_url has an invalid port") from None
+        self.username = unquote(parts.username) if parts.username else None
+        self._password = password or (unquote(parts.password) if parts.password else None)
+        if self.username and self._password is None:
+            raise ConfigError("smtp_url names a user but no password: set REKINDLE_SMTP_PASSWORD")
+        if self.username and self.scheme == "smtp" and not _is_loopback(self.host):
+            raise ConfigError(
+                f"refusing to send the SMTP password unencrypted to {self.host}: "
+                "use smtp+starttls:// or smtps://"
+            )
+        self._ca_file = ca_file
+        self._local_hostname = local_hostname
+        self._smtp: smtplib.SMTP | None = None
+        self.description = f"the SMTP server {self.host}:{self.port}"
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Say QUIT and close the connection, if one is open."""
+        smtp, self._smtp = self._smtp, None
+        if smtp is not None:
+            try:
+                smtp.quit()
+            except (smtplib.SMTPException, OSError):
+                smtp.close()
+
+    def _tls_context(self) -> ssl.SSLContext:
+        try:
+            return ssl.create_default_context(cafile=str(self._ca_file) if self._ca_file else None)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"cannot load tls_ca_file {self._ca_file}: {exc}") from None
+
+    def _connect(self) -> smtplib.SMTP:
+        context = self._tls_context() if self.scheme != "smtp" else None
+        smtp: smtplib.SMTP | None = None
+        try:
+            if self.scheme == "smtps":
+                smtp = smtplib.SMTP_SSL(
+                    self.host,
+                    self.port,
+                    self._local_hostname,
+                    timeout=CONNECT_TIMEOUT,
+                    context=context,
+                )
+            else:
+                smtp = smtplib.SMTP(
+                    self.host, self.port, self._local_hostname, timeout=CONNECT_TIMEOUT
+                )
+            if smtp.sock is not None:
+                smtp.sock.settimeout(SESSION_TIMEOUT)
+            smtp.ehlo_or_helo_if_needed()
+            if self.scheme == "smtp+starttls":
+                if not smtp.has_extn("starttls"):
+                    raise TransportUnavailable(f"{self.description} does not offer STARTTLS")
+                smtp.starttls(context=context)
+                smtp.ehlo()
+            if self.username:
+                smtp.login(self.username, self._password or "")
+        except TransportUnavailable:
+            _discard(smtp)
+            raise
+        except smtplib.SMTPAuthenticationError as exc:
+            _discard(smtp)
+            raise TransportUnavailable(
+                f"{self.description} refused the login for {self.username}: {_reply(exc)}"
+            ) from None
+        except smtplib.SMTPResponseException as exc:
+            _discard(smtp)
+            raise TransportUnavailable(
+                f"{self.description} refused the session: {_reply(exc)}"
+            ) from None
+        except ssl.SSLCertVerificationError as exc:
+            _discard(smtp)
+            raise TransportUnavailable(
+                f"{self.description} presented a certificate that cannot be trusted "
+                f"({exc.verify_message}); set tls_ca_file if it uses a private CA"
+            ) from None
+        except (smtplib.SMTPException, OSError) as exc:
+            _discard(smtp)
+            raise TransportUnavailable(
+                f"cannot connect to {self.description}: {_why(exc)}"
+            ) from None
+        return smtp
+
+    def send(self, message: Outgoing) -> None:
+        """Deliver one message, or raise the DeliveryError that says what happened."""
+        if self._smtp is None:
+            self._smtp = self._connect()
+        smtp = self._smtp
+        options: list[str] = []
+        if message.needs_smtputf8:
+            if not smtp.has_extn("smtputf8"):
+                raise MessageRefused(
+                    f"{self.description} does not support SMTPUTF8, needed for {message.recipient}"
+                )
+            options = ["SMTPUTF8", "BODY=8BITMIME"]
+        try:
+            smtp.sendmail(message.sender, [message.recipient], message.data, options)
+        except smtplib.SMTPRecipientsRefused as exc:
+            code, text = next(iter(exc.recipients.values()))
+            self._fail(code, text, permanent=RecipientRefused)
+        except (smtplib.SMTPSenderRefused, smtplib.SMTPDataError) as exc:
+            self._fail(exc.smtp_code, exc.smtp_error, permanent=MessageRefused)
+        except smtplib.SMTPResponseException as exc:
+            self._fail(exc.smtp_code, exc.smtp_error, permanent=MessageRefused)
+        except (smtplib.SMTPException, OSError) as exc:
+            self._drop()
+            raise TemporaryFailure(f"connection to {self.description} lost: {_why(exc)}") from None
+
+    def _fail(
+        self, code: int, text: bytes | str, permanent: type[MessageRefused | RecipientRefused]
+    ) -> None:
+        reply = f"{code} {_decode(text)}"
+        if code == 421 or not 400 <= code < 600:
+            self._drop()
+            raise TemporaryFailure(reply)
+        if code < 500:
+            raise TemporaryFailure(reply)
+        raise permanent(reply)
+
+    def _drop(self) -> None:
+        smtp, self._smtp = self._smtp, None
+        _discard(smtp)
+
+
+def _discard(smtp: smtplib.SMTP | None) -> None:
+    if smtp is not None:
+        with contextlib.suppress(OSError):
+            smtp.close()
+
+
+def _decode(text: bytes | str) -> str:
+    value = text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text)
+    return " ".join(value.split())
+
+
+def _reply(exc: smtplib.SMTPResponseException) -> str:
+    return f"{exc.smtp_code} {_decode(exc.smtp_error)}"
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, socket.timeout | TimeoutError):
+        return "timed out"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return " ".join(str(exc).split()) or type(exc).__name__
