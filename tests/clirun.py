@@ -1,0 +1,39 @@
+"""Running the CLI as users do: in-process through click's runner, or the installed script."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from mailer.cli import cli
+
+SCRIPT = shutil.which("rekindle-mail", path=str(Path(sys.executable).parent)) or shutil.which(
+    "rekindle-mail"
+)
+
+
+def _isolated(env: dict[str, str]) -> dict[str, str | None]:
+    """CliRunner keeps os.environ; unset every REKINDLE_* that `env` does not name."""
+    cleared: dict[str, str | None] = {k: None for k in os.environ if k.startswith("REKINDLE_")}
+    cleared.update(env)
+    return cleared
+
+
+def run(env: dict[str, str], *args: str, input: str | None = None) -> Result:
+    """Run the CLI in-process through click's runner."""
+    return CliRunner().invoke(cli, list(args), env=_isolated(env), input=input)
+
+
+def script(env: dict[str, str], *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the installed console script in a subprocess, as a user or cron would."""
+    if SCRIPT is None:
+        pytest.fail("the rekindle-mail console script is not installed (pip install .)")
+    return subprocess.run(
+        [SCRIPT, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=120, check=False
+    )
