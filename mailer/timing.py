@@ -15,7 +15,10 @@ _WINDOW = re.compile(r"^\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*$")
 
 @dataclass(frozen=True)
 class SendWindow:
-    """A daily local-time interval [start, end); it may cross midnight (22:00-06:00)."""
+    """A daily local-time interval [start, end); it may cross midnight (22:00-06:00).
+
+    start == end means the whole day ('00:00-24:00').
+    """
 
     start: time
     end: time
@@ -30,12 +33,13 @@ class SendWindow:
         if h1 > 23 or h2 > 24 or m1 > 59 or m2 > 59 or (h2 == 24 and m2):
             raise ConfigError(f"send_window {text!r} has an impossible time of day")
         end = time(0, 0) if h2 == 24 else time(h2, m2)
-        if (h1, m1) == (end.hour, end.minute):
+        if (h1, m1) == (end.hour, end.minute) and h2 != 24:
             raise ConfigError(f"send_window {text!r} is empty")
         return cls(time(h1, m1), end)
 
     def __str__(self) -> str:
-        return f"{self.start:%H:%M}-{self.end:%H:%M}"
+        end = "24:00" if self.end == time(0, 0) else f"{self.end:%H:%M}"
+        return f"{self.start:%H:%M}-{end}"
 
     def contains(self, local: time) -> bool:
         """True when the local wall-clock time is inside the window."""
