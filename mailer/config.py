@@ -87,6 +87,11 @@ class Settings:
         return self.sender_email.rpartition("@")[2].lower()
 
     @property
+    def database_display(self) -> str:
+        """The database URL with any password masked, for people to read."""
+        return mask_url(self.database_url)
+
+    @property
     def list_id_header(self) -> str:
         """The List-Id header value (RFC 2919)."""
         return self.list_id or f"Rekindle <rekindle.{self.sending_domain}>"
@@ -162,7 +167,7 @@ def _validate(raw: Mapping[str, object], path: Path | None) -> Settings:
         parts = urlsplit(smtp_url)
         if parts.scheme not in SMTP_SCHEMES or not parts.hostname:
             raise ConfigError(
-                f"smtp_url {_mask_url(smtp_url)!r} must look like smtp://host:25, "
+                f"smtp_url {mask_url(smtp_url)!r} must look like smtp://host:25, "
                 "smtp+starttls://user@host:587 or smtps://user@host:465"
             )
     base_url = (_text(raw, "base_url") or DEFAULT_BASE_URL).rstrip("/")
@@ -200,7 +205,8 @@ def _validate(raw: Mapping[str, object], path: Path | None) -> Settings:
     )
 
 
-def _mask_url(url: str) -> str:
+def mask_url(url: str) -> str:
+    """`url` with its password (if any) replaced by ***."""
     parts = urlsplit(url)
     if parts.password:
         return url.replace(f":{parts.password}@", ":***@", 1)

@@ -92,6 +92,8 @@ def status(rt: Runtime, now_text: str | None, as_json: bool) -> None:
     """
     with rt.session() as session:
         summary = reports.status_summary(session, rt.now(now_text))
+    summary["delivery"] = rt.transport().description
+    summary["database"] = rt.settings.database_display
     if as_json:
         print_json(summary)
         return
@@ -99,6 +101,7 @@ def status(rt: Runtime, now_text: str | None, as_json: bool) -> None:
     listed = ", ".join(f"{k} {v}" for k, v in counts.items() if v)
     click.echo(f"Subscribers: {summary['total_subscribers']}" + (f" ({listed})" if listed else ""))
     click.echo(f"Due now: {summary['due_now']}; next due: {summary['next_due'] or '-'}")
+    click.echo(f"Mail goes to {summary['delivery']}; database {summary['database']}")
     if summary["deliveries"]:
         click.echo()
         table(
