@@ -6,9 +6,10 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Row, func, select, tuple_, update
+from sqlalchemy import func, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from mailer import ledger
@@ -84,7 +85,7 @@ class Pacer:
         self._next = max(now, self._next) + self.interval
 
 
-def due_subscribers(session: Session, now: datetime) -> Iterator[Row[tuple]]:
+def due_subscribers(session: Session, now: datetime) -> Iterator[Any]:
     """Active subscribers whose next lesson is due, streamed in batches by due time."""
     columns = (
         Subscriber.id,
@@ -221,7 +222,7 @@ def send_due(
 def _temporary(
     session: Session,
     got: ledger.Claim,
-    sub: Row[tuple],
+    sub: Any,
     week: int,
     total: int,
     window: SendWindow,

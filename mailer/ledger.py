@@ -6,9 +6,10 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import CursorResult, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.dml import Update
 
 from mailer.models import Delivery, DeliveryStatus
 
@@ -89,7 +90,8 @@ def claim(
         and existing.claimed_until > wall_clock()
     ):
         return Unavailable(status)
-    taken = session.execute(
+    taken = _rowcount(
+        session,
         update(Delivery)
         .where(
             Delivery.id == existing.id,
@@ -101,8 +103,8 @@ def claim(
         .values(
             status=DeliveryStatus.SENDING, claim_token=token, claimed_until=lease, updated_at=now
         )
-        .execution_options(synchronize_session=False)
-    ).rowcount
+        .execution_options(synchronize_session=False),
+    )
     session.commit()
     if taken != 1:
         return Unavailable(DeliveryStatus.SENDING)
@@ -111,15 +113,19 @@ def claim(
 
 def _settle(session: Session, claim: Claim, **values: object) -> bool:
     """Write the outcome if this run still holds the claim (lease fencing); no commit."""
-    return (
-        session.execute(
-            update(Delivery)
-            .where(Delivery.id == claim.delivery_id, Delivery.claim_token == claim.token)
-            .values(claim_token=None, claimed_until=None, **values)
-            .execution_options(synchronize_session=False)
-        ).rowcount
-        == 1
+    statement = (
+        update(Delivery)
+        .where(Delivery.id == claim.delivery_id, Delivery.claim_token == claim.token)
+        .values(claim_token=None, claimed_until=None, **values)
+        .execution_options(synchronize_session=False)
     )
+    return _rowcount(session, statement) == 1
+
+
+def _rowcount(session: Session, statement: Update) -> int:
+    result = session.execute(statement)
+    assert isinstance(result, CursorResult)
+    return result.rowcount
 
 
 def mark_sent(session: Session, claim: Claim, now: datetime) -> bool:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
 import click
 
 from mailer import dispatch, reports
@@ -39,36 +43,33 @@ def send(rt: Runtime, now_text: str | None, dry_run: bool, as_json: bool) -> Non
         window = rt.settings.send_window
         transport = rt.transport()
         try:
-            with transport:
-                if interactive() and not as_json:
-                    total = dispatch.count_due(session, now)
-                    with click.progressbar(
-                        length=total, label="Sending", file=click.get_text_stream("stderr")
-                    ) as bar:
-                        report = dispatch.send_due(
-                            session,
-                            transport,
-                            composer,
-                            window,
-                            now,
-                            dry_run=dry_run,
-                            rate_limit=rt.settings.rate_limit,
-                            progress=bar.update,
-                        )
-                else:
-                    report = dispatch.send_due(
-                        session,
-                        transport,
-                        composer,
-                        window,
-                        now,
-                        dry_run=dry_run,
-                        rate_limit=rt.settings.rate_limit,
-                    )
+            with transport, _progress(interactive() and not as_json) as bar:
+                if bar is not None:
+                    bar.length = dispatch.count_due(session, now)
+                report = dispatch.send_due(
+                    session,
+                    transport,
+                    composer,
+                    window,
+                    now,
+                    dry_run=dry_run,
+                    rate_limit=rt.settings.rate_limit,
+                    progress=bar.update if bar is not None else None,
+                )
         except TransportUnavailable as exc:
             _print(getattr(exc, "report", dispatch.SendReport()), as_json)
             raise
     _print(report, as_json)
+
+
+@contextmanager
+def _progress(show: bool) -> Iterator[Any]:
+    """A progress bar on stderr for people at a terminal; None under cron."""
+    if not show:
+        yield None
+        return
+    with click.progressbar(length=0, label="Sending", file=click.get_text_stream("stderr")) as bar:  # type: ignore[operator]
+        yield bar
 
 
 def _print(report: dispatch.SendReport, as_json: bool) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import IO
 
 import click
 
@@ -80,7 +81,7 @@ def add(rt: Runtime, email: str, name: str | None, tz: str | None, double_opt_in
 @click.argument("file", type=click.File("r", encoding="utf-8-sig"))
 @click.option("--dry-run", is_flag=True, help="Check the file and report, but store nothing.")
 @pass_runtime
-def import_(rt: Runtime, file: click.utils.LazyFile, dry_run: bool) -> None:
+def import_(rt: Runtime, file: IO[str], dry_run: bool) -> None:
     """Import subscribers from a CSV file with the header email,name,timezone.
 
     Valid rows are stored as active; every rejected row is reported with its line

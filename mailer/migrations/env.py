@@ -1,7 +1,7 @@
 """Alembic environment: migrates the connection handed over by mailer.db, or a URL."""
 
 from alembic import context
-from sqlalchemy import create_engine
+from sqlalchemy import Connection, create_engine
 
 import mailer.models  # noqa: F401  (registers the ledger tables)
 from subscribers.models import Base
@@ -10,7 +10,7 @@ config = context.config
 connection = config.attributes.get("connection")
 
 
-def _run(conn: object) -> None:
+def _run(conn: Connection) -> None:
     context.configure(
         connection=conn,
         target_metadata=Base.metadata,
