@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 import jinja2
 from markdown_it import MarkdownIt
 from markupsafe import Markup, escape
-from premailer import Premailer
 
 from mailer.course import Course, Lesson
 from mailer.errors import CourseError
@@ -158,6 +157,8 @@ class Renderer:
 
     @staticmethod
     def _inline_css(html: str, name: str) -> str:
+        from premailer import Premailer  # heavy (lxml, cssutils): only when rendering
+
         try:
             inlined = Premailer(
                 html,
