@@ -45,6 +45,12 @@ class Runtime:
         db.ensure_schema(engine)
         return engine
 
+    def close(self) -> None:
+        """Close the database connections this run opened."""
+        engine = self.__dict__.pop("engine", None)
+        if engine is not None:
+            engine.dispose()
+
     @contextmanager
     def session(self) -> Iterator[Session]:
         """A database session that is closed (and rolled back if unfinished) afterwards."""

@@ -37,7 +37,7 @@ def read_rows(stream: IO[str]) -> Iterator[Row | BadRow]:
     Raises InvalidInput when the file as a whole cannot be read (no header,
     no `email` column). Duplicate addresses within the file are BadRows.
     """
-    reader = csv.reader(stream)
+    reader = csv.reader(stream, strict=True)
     try:
         header = next(reader)
     except StopIteration:
@@ -60,6 +60,13 @@ def read_rows(stream: IO[str]) -> Iterator[Row | BadRow]:
         except StopIteration:
             return
         except csv.Error as exc:
+            if "unexpected end of data" in str(exc):
+                yield BadRow(
+                    line,
+                    "a quoted field opened on this line is never closed; "
+                    "the rest of the file was not read",
+                )
+                return
             yield BadRow(line, f"unreadable CSV: {exc}")
             line = reader.line_num + 1
             continue

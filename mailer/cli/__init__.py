@@ -81,6 +81,7 @@ def cli(ctx: click.Context, config_path: str | None, debug: bool) -> None:
     """
     ctx.meta["rekindle.debug"] = debug or os.environ.get("REKINDLE_DEBUG") == "1"
     ctx.obj = Runtime(config_path)
+    ctx.call_on_close(ctx.obj.close)
 
 
 for module in (subscribers, course, delivery, db):

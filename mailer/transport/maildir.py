@@ -34,7 +34,7 @@ class MaildirTransport:
         """Store the message in new/ (atomically: written in tmp/, then renamed)."""
         try:
             if self._box is None:
-                self.path.mkdir(parents=True, exist_ok=True)
+                self.path.parent.mkdir(parents=True, exist_ok=True)
                 self._box = mailbox.Maildir(self.path, create=True)
             envelope = f"Return-Path: <{message.sender}>\nDelivered-To: {message.recipient}\n"
             self._box.add(envelope.encode() + message.data.replace(b"\r\n", b"\n"))
