@@ -15,6 +15,7 @@ from mailer.render import Recipient, RenderedLesson
 
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
 CRLF = b"\r\n"
+MAX_LINE = 78  # RFC 5322 §2.1.1: SHOULD; folding keeps lines near it, never past 998
 
 
 @dataclass(frozen=True)
@@ -57,23 +58,41 @@ class Sender:
         )
 
 
-def header(name: str, value: str) -> bytes:
-    """One header field: control characters removed, non-ASCII RFC 2047-encoded, CRLF-folded."""
+def header(name: str, value: str, *, utf8: bool = False) -> bytes:
+    """One header field: control characters removed, non-ASCII RFC 2047-encoded, folded.
+
+    With `utf8` (an SMTPUTF8 message, RFC 6532) non-ASCII text stays raw UTF-8.
+    """
     value = _UNSAFE.sub(" ", value)
-    if not value.isascii():
+    if not (utf8 or value.isascii()):
         value = Header(value, "utf-8", header_name=name).encode(linesep="\r\n")
-    return f"{name}: {value}\r\n".encode()
+        return f"{name}: {value}\r\n".encode()
+    return f"{name}: {_fold(len(name) + 2, value)}\r\n".encode()
+
+
+def _fold(used: int, value: str) -> str:
+    """Fold at spaces so lines stay near 78 characters; unfolding gives `value` back."""
+    if used + len(value) <= MAX_LINE:
+        return value
+    lines: list[str] = []
+    current = ""
+    for word in value.split(" "):
+        if current and used + len(current) + 1 + len(word) > MAX_LINE:
+            lines.append(current)
+            current, used = word, 1
+        else:
+            current = f"{current} {word}" if current else word
+    lines.append(current)
+    return "\r\n ".join(lines)
 
 
 def address(name: str | None, email: str) -> str:
-    """An address for From/To: the display name quoted or encoded, never breaking the line."""
+    """An address for From/To on one line: the display name quoted or RFC 2047-encoded."""
     name = " ".join(_UNSAFE.sub(" ", name or "").split())
     if not name:
         return email
     if email.isascii():
-        formatted = formataddr((name, email)).replace("\n", "\r\n")
-        # Fold before the angle-addr when the line would pass 78 characters.
-        return formatted.replace(" <", "\r\n <") if len(formatted) > 70 else formatted
+        return " ".join(formataddr((name, email)).split())
     # An SMTPUTF8 message is 8-bit anyway: the name may stay UTF-8, quoted.
     quoted = name.replace("\\", "\\\\").replace('"', '\\"')
     return f'"{quoted}" <{email}>'
@@ -128,7 +147,7 @@ class MessageBuilder:
         boundary = self._boundary
         data = b"".join(
             (
-                header("To", address(name, email)),
+                header("To", address(name, email), utf8=not email.isascii()),
                 f"Date: {format_datetime(date.astimezone(UTC))}\r\n".encode(),
                 f"Message-ID: {message_id}\r\n".encode(),
                 f"List-Unsubscribe: {unsubscribe}\r\n".encode(),

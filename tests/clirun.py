@@ -30,7 +30,9 @@ def run(env: dict[str, str], *args: str, input: str | None = None) -> Result:
     return CliRunner().invoke(cli, list(args), env=_isolated(env), input=input)
 
 
-def script(env: dict[str, str], *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def script(
+    env: dict[str, str], *args: str, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run the installed console script in a subprocess, as a user or cron would."""
     if SCRIPT is None:
         pytest.fail("the rekindle-mail console script is not installed (pip install .)")

@@ -58,7 +58,9 @@ class RecordingHandler:
         self.script = Script()
         self.lock = threading.Lock()
 
-    async def handle_EHLO(self, server: SMTP, session: Any, envelope: Any, hostname: str, responses: list[str]) -> list[str]:
+    async def handle_EHLO(
+        self, server: SMTP, session: Any, envelope: Any, hostname: str, responses: list[str]
+    ) -> list[str]:
         if self.script.ehlo:
             return [self.script.ehlo]
         session.host_name = hostname
@@ -70,14 +72,18 @@ class RecordingHandler:
         session.host_name = hostname
         return f"250 {server.hostname}"
 
-    async def handle_MAIL(self, server: SMTP, session: Any, envelope: Any, address: str, options: list[str]) -> str:
+    async def handle_MAIL(
+        self, server: SMTP, session: Any, envelope: Any, address: str, options: list[str]
+    ) -> str:
         if self.script.mail:
             return self._reply(server, self.script.mail.pop(0))
         envelope.mail_from = address
         envelope.mail_options.extend(options)
         return "250 OK"
 
-    async def handle_RCPT(self, server: SMTP, session: Any, envelope: Any, address: str, options: list[str]) -> str:
+    async def handle_RCPT(
+        self, server: SMTP, session: Any, envelope: Any, address: str, options: list[str]
+    ) -> str:
         queued = self.script.rcpt_once.get(address)
         if queued:
             return self._reply(server, queued.pop(0))
@@ -166,13 +172,16 @@ class MailServer:
 def password_checker(user: str, password: str) -> Callable[..., AuthResult]:
     """An aiosmtpd authenticator accepting one user."""
 
-    def check(server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any) -> AuthResult:
+    def check(
+        server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any
+    ) -> AuthResult:
         ok = (
             isinstance(auth_data, LoginPassword)
             and auth_data.login.decode() == user
             and auth_data.password.decode() == password
         )
-        return AuthResult(success=ok)
+        # handled=False: aiosmtpd answers a refusal with 535 itself.
+        return AuthResult(success=ok, handled=False)
 
     return check
 

@@ -14,8 +14,8 @@ from subprocess import CompletedProcess
 
 import click
 import pytest
-from clirun import run, script
 
+from clirun import run, script
 from mailer.cli import cli
 
 ADDED = "2026-03-02T07:00:00+00:00"  # a Monday, before the 09:00-20:00 window

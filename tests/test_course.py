@@ -12,9 +12,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from clirun import run, script
 from premailer import Premailer
 
+from clirun import run, script
 from mailer.course import default_course_dir, load_course
 from mailer.render import Recipient, Renderer
 from mailer.runtime import Runtime

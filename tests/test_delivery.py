@@ -9,14 +9,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from aiosmtpd.smtp import AuthResult, LoginPassword
-from clirun import run, script
-from mailserver import GreetingRefuser, MailServer, free_port
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from clirun import run, script
 from mailer import db, ledger
 from mailer.models import Delivery, DeliveryStatus
+from mailserver import GreetingRefuser, MailServer, free_port, password_checker
 from subscribers.models import Subscriber
 
 # In-process CLI runs never dispose their engine (mailer/runtime.py has no close), so pooled
@@ -433,22 +432,9 @@ def _ehlo_refused(server: MailServer) -> Iterator[str]:
         server.script.ehlo = None
 
 
-def _only_password(password: str) -> Callable[..., AuthResult]:
-    """An authenticator that answers 535 to a wrong password.
-
-    mailserver.password_checker returns AuthResult(success=False) with the default
-    handled=True, so aiosmtpd sends no reply at all and the client waits forever.
-    """
-
-    def check(server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> AuthResult:
-        ok = isinstance(data, LoginPassword) and data.password.decode() == password
-        return AuthResult(success=ok, handled=False)
-
-    return check
-
-
 def _auth_refused(_server: MailServer) -> Iterator[str]:
-    guarded = MailServer(authenticator=_only_password("right"), auth_require_tls=False)
+    checker = password_checker("rekindle", "right")
+    guarded = MailServer(authenticator=checker, auth_require_tls=False)
     guarded.start()
     try:
         yield f"smtp://rekindle:wrong@127.0.0.1:{guarded.port}"

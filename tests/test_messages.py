@@ -17,15 +17,15 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from clirun import run, script
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
-from mailserver import MailServer, Received
 
+from clirun import run, script
 from mailer.course import load_course
 from mailer.message import MessageBuilder, Sender, address, header
 from mailer.render import Renderer
 from mailer.tokens import Tokens
+from mailserver import MailServer, Received
 
 ADDED = "2026-03-01T12:00:00+00:00"  # a Sunday noon: before the first window
 SEND = "2026-03-02T10:00:00+00:00"  # Monday 10:00 UTC: inside the 09:00-20:00 window
@@ -449,7 +449,9 @@ def test_non_ascii_address_keeps_a_parseable_to_header(env):
         (received,) = server.messages
     finally:
         server.stop()
-    message = email.message_from_bytes(received.data, policy=email.policy.SMTPUTF8)
+    # RFC 6532: the header is raw UTF-8, which the bytes parser would read as ASCII.
+    assert 'To: "Zoë" <zoë@example.org>'.encode() in received.data
+    message = email.message_from_string(received.data.decode(), policy=email.policy.SMTPUTF8)
     to = message["To"].addresses
     assert [(a.display_name, a.addr_spec) for a in to] == [("Zoë", "zoë@example.org")]
 

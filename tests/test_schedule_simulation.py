@@ -42,16 +42,24 @@ PEOPLE = [
     Person("la@example.org", "America/Los_Angeles", at("2026-02-20T18:00")),
     # Paused for two weeks across the European DST change.
     Person(
-        "berlin@example.org", "Europe/Berlin", at("2026-02-20T09:00"),
+        "berlin@example.org",
+        "Europe/Berlin",
+        at("2026-02-20T09:00"),
         pauses=[(at("2026-03-10T13:00"), at("2026-03-24T13:00"))],
     ),
     # Paused and resumed within the same week: rule 2 still holds.
     Person(
-        "osaka@example.org", "Asia/Tokyo", at("2026-02-24T13:00"),
+        "osaka@example.org",
+        "Asia/Tokyo",
+        at("2026-02-24T13:00"),
         pauses=[(at("2026-03-03T13:00"), at("2026-03-04T13:00"))],
     ),
-    Person("quits@example.org", "America/New_York", at("2026-02-20T09:00"),
-           unsubscribed=at("2026-03-12T13:00")),
+    Person(
+        "quits@example.org",
+        "America/New_York",
+        at("2026-02-20T09:00"),
+        unsubscribed=at("2026-03-12T13:00"),
+    ),
 ]
 
 
@@ -87,7 +95,11 @@ def expected_sends(person: Person) -> list[datetime]:
                 paused = True
             elif run_at >= end and due < end:
                 # Rule 5: next window after resume, never before rule 2 allows.
-                rule2 = opening(sends[-1].astimezone(zone).date() + timedelta(days=7), zone) if sends else end
+                rule2 = (
+                    opening(sends[-1].astimezone(zone).date() + timedelta(days=7), zone)
+                    if sends
+                    else end
+                )
                 due = max(first_opening_after(end, zone), rule2)
         if paused:
             continue
@@ -112,8 +124,20 @@ def events() -> list[tuple[datetime, list[str]]]:
     """Every operator action of the scenario, as CLI arguments, at its instant."""
     out = []
     for p in PEOPLE:
-        out.append((p.added, ["subscribers", "add", p.email, "--name", p.email.split("@")[0].title(),
-                              "--timezone", p.zone]))
+        out.append(
+            (
+                p.added,
+                [
+                    "subscribers",
+                    "add",
+                    p.email,
+                    "--name",
+                    p.email.split("@")[0].title(),
+                    "--timezone",
+                    p.zone,
+                ],
+            )
+        )
         for start, end in p.pauses:
             out.append((start, ["subscribers", "pause", p.email]))
             out.append((end, ["subscribers", "resume", p.email]))
@@ -142,15 +166,19 @@ def test_nine_weeks_of_cron_runs_send_every_lesson_on_the_run_the_rules_name(env
         per_run.append(json.loads(result.output))
 
     for person in PEOPLE:
-        got = [(str(m.message["X-Rekindle-Key"]), m.message["Date"].datetime.astimezone(UTC))
-               for m in smtp_server.to(person.email)]
+        got = [
+            (str(m.message["X-Rekindle-Key"]), m.message["Date"].datetime.astimezone(UTC))
+            for m in smtp_server.to(person.email)
+        ]
         want = [(f"lesson-{i}", t) for i, t in enumerate(expected_sends(person), start=1)]
         assert got == want, person.email
 
     assert sum(r["sent"] for r in per_run) == len(smtp_server.messages)
     assert all(r["failed"] == 0 and r["deferred"] == 0 for r in per_run)
 
-    listed = {row["email"]: row for row in json.loads(run(env, "subscribers", "list", "--json").output)}
+    listed = {
+        row["email"]: row for row in json.loads(run(env, "subscribers", "list", "--json").output)
+    }
     for person in PEOPLE:
         row = listed[person.email]
         assert row["lessons_sent"] == len(expected_sends(person))
@@ -166,8 +194,17 @@ def test_installed_script_runs_the_first_weeks_like_cron(env, smtp_server):
     """The console script, run as cron would (subprocess, no TTY), follows the same schedule."""
     env["REKINDLE_SMTP_URL"] = smtp_server.url
     person = PEOPLE[0]
-    assert script({**env, "REKINDLE_NOW": iso(person.added)}, "subscribers", "add", person.email,
-                  "--timezone", person.zone).returncode == 0
+    assert (
+        script(
+            {**env, "REKINDLE_NOW": iso(person.added)},
+            "subscribers",
+            "add",
+            person.email,
+            "--timezone",
+            person.zone,
+        ).returncode
+        == 0
+    )
     window = [t for t in RUNS if t < at("2026-03-08T00:00")]
     outputs = []
     for run_at in window:

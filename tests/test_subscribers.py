@@ -10,6 +10,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+
 from clirun import run, script
 
 ADDED = "2026-03-02T07:00:00+00:00"  # a Monday, before the 09:00-20:00 window

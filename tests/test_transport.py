@@ -16,6 +16,7 @@ from urllib.parse import quote
 import pytest
 import trustme
 from aiosmtpd.smtp import AuthResult, LoginPassword
+
 from clirun import run, script
 from mailserver import MailServer
 

@@ -34,8 +34,10 @@ class MaildirTransport:
         """Store the message in new/ (atomically: written in tmp/, then renamed)."""
         try:
             if self._box is None:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._box = mailbox.Maildir(self.path, create=True)
+                # An existing empty folder (a fresh volume, an operator's mkdir) is fine too.
+                for sub in ("tmp", "new", "cur"):
+                    (self.path / sub).mkdir(parents=True, exist_ok=True)
+                self._box = mailbox.Maildir(self.path, create=False)
             envelope = f"Return-Path: <{message.sender}>\nDelivered-To: {message.recipient}\n"
             self._box.add(envelope.encode() + message.data.replace(b"\r\n", b"\n"))
         except OSError as exc:
