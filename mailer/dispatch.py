@@ -154,7 +154,13 @@ def send_due(
         week = min(sub.next_lesson or 1, total)
         key = composer.builder(week).key
         if dry_run:
-            report.sent += 1
+            blocked = ledger.peek(session, sub.id, key, now)
+            if blocked is None:
+                report.sent += 1
+            elif blocked.status == DeliveryStatus.SENDING:
+                report.busy += 1
+            else:
+                report.waiting += 1
             continue
         message_id = composer.message_id(sub.id, key)
         got = ledger.claim(session, sub.id, key, message_id, sub.next_due_at, now)

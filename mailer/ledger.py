@@ -72,24 +72,12 @@ def claim(
         return Claim(row.id, token, 0, due_at)
     except IntegrityError:
         session.rollback()
-    existing = session.execute(
-        select(Delivery).where(Delivery.subscriber_id == subscriber_id, Delivery.key == key)
-    ).scalar_one()
+    existing = _row(session, subscriber_id, key)
+    assert existing is not None
+    blocked = _blocked(existing, now)
+    if blocked is not None:
+        return blocked
     status = existing.status
-    if status in (DeliveryStatus.SENT, DeliveryStatus.FAILED):
-        return Unavailable(status, sent_at=existing.sent_at)
-    if (
-        status == DeliveryStatus.DEFERRED
-        and existing.next_attempt_at
-        and existing.next_attempt_at > now
-    ):
-        return Unavailable(status, retry_at=existing.next_attempt_at)
-    if (
-        status == DeliveryStatus.SENDING
-        and existing.claimed_until
-        and existing.claimed_until > wall_clock()
-    ):
-        return Unavailable(status)
     taken = _rowcount(
         session,
         update(Delivery)
@@ -109,6 +97,38 @@ def claim(
     if taken != 1:
         return Unavailable(DeliveryStatus.SENDING)
     return Claim(existing.id, token, existing.attempts, existing.due_at)
+
+
+def peek(session: Session, subscriber_id: int, key: str, now: datetime) -> Unavailable | None:
+    """What `claim` would answer, without writing: None when the key could be claimed now."""
+    existing = _row(session, subscriber_id, key)
+    return None if existing is None else _blocked(existing, now)
+
+
+def _row(session: Session, subscriber_id: int, key: str) -> Delivery | None:
+    return session.execute(
+        select(Delivery).where(Delivery.subscriber_id == subscriber_id, Delivery.key == key)
+    ).scalar_one_or_none()
+
+
+def _blocked(existing: Delivery, now: datetime) -> Unavailable | None:
+    """Why an existing ledger row cannot be claimed now (None: it can)."""
+    status = existing.status
+    if status in (DeliveryStatus.SENT, DeliveryStatus.FAILED):
+        return Unavailable(status, sent_at=existing.sent_at)
+    if (
+        status == DeliveryStatus.DEFERRED
+        and existing.next_attempt_at
+        and existing.next_attempt_at > now
+    ):
+        return Unavailable(status, retry_at=existing.next_attempt_at)
+    if (
+        status == DeliveryStatus.SENDING
+        and existing.claimed_until
+        and existing.claimed_until > wall_clock()
+    ):
+        return Unavailable(status)
+    return None
 
 
 def _settle(session: Session, claim: Claim, **values: object) -> bool:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import json
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -17,21 +16,6 @@ from mailer import db, ledger
 from mailer.models import Delivery, DeliveryStatus
 from mailserver import GreetingRefuser, MailServer, free_port, password_checker
 from subscribers.models import Subscriber
-
-# In-process CLI runs never dispose their engine (mailer/runtime.py has no close), so pooled
-# psycopg connections are closed only by the garbage collector, which warns (reported as a
-# product bug). Collect them at each test's teardown, where this narrow filter applies.
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:Exception ignored in. <function BaseConnection.__del__"
-    ":pytest.PytestUnraisableExceptionWarning"
-)
-
-
-@pytest.fixture(autouse=True)
-def _collect_leaked_connections() -> Iterator[None]:
-    yield
-    gc.collect()
-
 
 # A Monday; every subscriber is in UTC, so lesson 1 is due at 09:00 that morning.
 ADDED = "2026-03-02T08:00:00+00:00"
