@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -39,3 +40,16 @@ def script(
     return subprocess.run(
         [SCRIPT, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=120, check=False
     )
+
+
+def listed(env: dict[str, str], *args: str) -> dict[str, dict]:
+    """`subscribers list --json` keyed by email."""
+    result = run(env, "subscribers", "list", "--json", *args)
+    assert result.exit_code == 0, result.output
+    return {row["email"]: row for row in json.loads(result.stdout)}
+
+
+def add(env: dict[str, str], email: str, *args: str, now: str) -> None:
+    """`subscribers add EMAIL ARGS...` at the instant `now`, which must succeed."""
+    result = run({**env, "REKINDLE_NOW": now}, "subscribers", "add", email, *args)
+    assert result.exit_code == 0, result.output

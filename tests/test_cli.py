@@ -9,13 +9,15 @@ import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from subprocess import CompletedProcess
 
 import click
 import pytest
 
-from clirun import run, script
+import clirun
+from clirun import listed, run, script
 from mailer.cli import cli
 
 ADDED = "2026-03-02T07:00:00+00:00"  # a Monday, before the 09:00-20:00 window
@@ -42,16 +44,7 @@ def ids(entries: list[tuple[tuple[str, ...], click.Command]]) -> list[str]:
     return [" ".join(p) or "rekindle-mail" for p, _ in entries]
 
 
-def listed(env: dict[str, str], *args: str) -> dict[str, dict]:
-    """`subscribers list --json` keyed by email."""
-    result = run(env, "subscribers", "list", "--json", *args)
-    assert result.exit_code == 0, result.output
-    return {row["email"]: row for row in json.loads(result.stdout)}
-
-
-def add(env: dict[str, str], email: str, *args: str, now: str = ADDED) -> None:
-    result = run({**env, "REKINDLE_NOW": now}, "subscribers", "add", email, *args)
-    assert result.exit_code == 0, result.output
+add = partial(clirun.add, now=ADDED)
 
 
 # --- help text (after sqlite-utils tests/test_docs.py) ---------------------------------------

@@ -7,11 +7,13 @@ import io
 import json
 import re
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 
 import pytest
 
-from clirun import run, script
+import clirun
+from clirun import listed, run, script
 
 ADDED = "2026-03-02T07:00:00+00:00"  # a Monday, before the 09:00-20:00 window
 IN_WINDOW = "2026-03-02T09:30:00+00:00"
@@ -20,16 +22,7 @@ NEXT_MORNING = "2026-03-03T09:30:00+00:00"
 NEXT_WEEK = "2026-03-09T09:30:00+00:00"
 
 
-def listed(env: dict[str, str], *args: str) -> dict[str, dict]:
-    """`subscribers list --json` keyed by email."""
-    result = run(env, "subscribers", "list", "--json", *args)
-    assert result.exit_code == 0, result.output
-    return {row["email"]: row for row in json.loads(result.stdout)}
-
-
-def add(env: dict[str, str], email: str, *args: str, now: str = ADDED) -> None:
-    result = run({**env, "REKINDLE_NOW": now}, "subscribers", "add", email, *args)
-    assert result.exit_code == 0, result.output
+add = partial(clirun.add, now=ADDED)
 
 
 def act(env: dict[str, str], verb: str, email: str, now: str = ADDED) -> None:
