@@ -17,31 +17,60 @@ def first_name(name: str | None, fallback: str) -> str:
 
 
 class Composer:
-    """Builds lesson messages; everything but the per-recipient parts is done once per run."""
+    """Builds messages; everything but the per-recipient parts is done once per run."""
 
     def __init__(self, renderer: Renderer, tokens: Tokens, sender: Sender, base_url: str) -> None:
         self.renderer = renderer
         self.tokens = tokens
         self.sender = sender
         self.base_url = base_url.rstrip("/")
-        self._builders: dict[int, MessageBuilder] = {}
+        self._builders: dict[str, MessageBuilder] = {}
 
-    def builder(self, week: int) -> MessageBuilder:
-        """The message builder for lesson `week` (rendered and inlined on first use)."""
-        if week not in self._builders:
-            content = self.renderer.lesson(week)
-            self._builders[week] = MessageBuilder(
-                self.sender, content.lesson.key, content.lesson.subject, content
-            )
-        return self._builders[week]
+    def builder(self, key: str) -> MessageBuilder:
+        """The message builder for `key` ('lesson-3', 'confirm'), rendered on first use."""
+        if key not in self._builders:
+            content = self.renderer.message(key)
+            self._builders[key] = MessageBuilder(self.sender, key, content.subject, content)
+        return self._builders[key]
 
     def message_id(self, subscriber_id: int, key: str) -> str:
         """The ledger Message-ID of (subscriber, key)."""
         return self.tokens.message_id(subscriber_id, key, self.sender.domain)
 
-    def unsubscribe_url(self, subscriber_id: int) -> str:
+    def unsubscribe_url(self, subscriber_id: int, email: str) -> str:
         """The one-click unsubscribe link for a subscriber."""
-        return f"{self.base_url}/unsubscribe/{self.tokens.unsubscribe(subscriber_id)}"
+        return f"{self.base_url}/unsubscribe/{self.tokens.unsubscribe(subscriber_id, email)}"
+
+    def confirm_url(self, subscriber_id: int, email: str) -> str:
+        """The double opt-in link for a pending subscriber."""
+        return f"{self.base_url}/confirm/{self.tokens.confirm(subscriber_id, email)}"
+
+    def compose(
+        self,
+        key: str,
+        *,
+        subscriber_id: int | None,
+        email: str,
+        name: str | None,
+        date: datetime,
+        message_id: str | None = None,
+    ) -> Outgoing:
+        """Message `key` for one recipient; without a subscriber id it is a test message."""
+        builder = self.builder(key)
+        if subscriber_id is None:
+            message_id = message_id or make_msgid("test", domain=self.sender.domain)
+            subscriber_id = 0
+        else:
+            message_id = message_id or self.message_id(subscriber_id, key)
+        return builder.build(
+            email=email,
+            name=name,
+            first_name=first_name(name, self.renderer.course.name_fallback),
+            message_id=message_id,
+            unsubscribe_url=self.unsubscribe_url(subscriber_id, email),
+            confirm_url=self.confirm_url(subscriber_id, email) if key == "confirm" else "",
+            date=date,
+        )
 
     def lesson(
         self,
@@ -54,18 +83,11 @@ class Composer:
         message_id: str | None = None,
     ) -> Outgoing:
         """Lesson `week` for one recipient; without a subscriber id it is a test message."""
-        builder = self.builder(week)
-        if subscriber_id is None:
-            message_id = message_id or make_msgid("test", domain=self.sender.domain)
-            unsubscribe = f"{self.base_url}/unsubscribe/{self.tokens.unsubscribe(0)}"
-        else:
-            message_id = message_id or self.message_id(subscriber_id, builder.key)
-            unsubscribe = self.unsubscribe_url(subscriber_id)
-        return builder.build(
+        return self.compose(
+            self.renderer.course.lesson(week).key,
+            subscriber_id=subscriber_id,
             email=email,
             name=name,
-            first_name=first_name(name, self.renderer.course.name_fallback),
-            message_id=message_id,
-            unsubscribe_url=unsubscribe,
             date=date,
+            message_id=message_id,
         )

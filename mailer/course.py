@@ -33,6 +33,22 @@ class Lesson:
 
 
 @dataclass(frozen=True)
+class Notice:
+    """A message outside the weekly lessons (confirmation, welcome), keyed by its name."""
+
+    key: str
+    title: str
+    subject: str
+    preheader: str
+    source: str
+    footer: str
+
+
+# The notices every course must provide: the double opt-in flow sends them.
+REQUIRED_NOTICES = ("confirm", "welcome")
+
+
+@dataclass(frozen=True)
 class Course:
     """The whole course as the manifest describes it."""
 
@@ -44,6 +60,7 @@ class Course:
     layout_text: str
     stylesheet: str
     lessons: tuple[Lesson, ...]
+    notices: dict[str, Notice]
 
     @property
     def total(self) -> int:
@@ -55,6 +72,13 @@ class Course:
         if not 1 <= week <= self.total:
             raise NotFound(f"no lesson {week}: the course has lessons 1 to {self.total}")
         return self.lessons[week - 1]
+
+    def notice(self, key: str) -> Notice:
+        """The notice named `key` (e.g. 'confirm'), or NotFound."""
+        try:
+            return self.notices[key]
+        except KeyError:
+            raise NotFound(f"the course has no message {key!r}") from None
 
 
 def load_course(directory: Path | None = None) -> Course:
@@ -73,6 +97,13 @@ def load_course(directory: Path | None = None) -> Course:
     if not isinstance(meta, dict) or not isinstance(raw_lessons, list) or not raw_lessons:
         raise CourseError(f"{path}: needs a [course] table and at least one [[lessons]] entry")
     lessons = tuple(_lesson(path, i, item) for i, item in enumerate(raw_lessons, start=1))
+    raw_notices = data.get("messages", {})
+    if not isinstance(raw_notices, dict):
+        raise CourseError(f"{path}: [messages] must hold one table per message")
+    notices = {key: _notice(path, key, item) for key, item in raw_notices.items()}
+    for key in REQUIRED_NOTICES:
+        if key not in notices:
+            raise CourseError(f"{path}: needs a [messages.{key}] table (subject, source, ...)")
     course = Course(
         directory=directory,
         title=_field(path, "course", meta, "title"),
@@ -82,11 +113,12 @@ def load_course(directory: Path | None = None) -> Course:
         layout_text=_field(path, "course", meta, "layout_text"),
         stylesheet=_field(path, "course", meta, "stylesheet"),
         lessons=lessons,
+        notices=notices,
     )
     for name in (course.layout_html, course.layout_text, course.stylesheet):
         _must_exist(path, directory, name)
-    for lesson in lessons:
-        _must_exist(path, directory, lesson.source)
+    for source in [lesson.source for lesson in lessons] + [n.source for n in notices.values()]:
+        _must_exist(path, directory, source)
     return course
 
 
@@ -115,6 +147,20 @@ def _lesson(path: Path, number: int, item: object) -> Lesson:
         subject=_field(path, where, item, "subject"),
         preheader=_field(path, where, item, "preheader"),
         source=_field(path, where, item, "source"),
+    )
+
+
+def _notice(path: Path, key: str, item: object) -> Notice:
+    where = f"[messages.{key}]"
+    if not isinstance(item, dict):
+        raise CourseError(f"{path}: {where} must be a table")
+    return Notice(
+        key=key,
+        title=_field(path, where, item, "title"),
+        subject=_field(path, where, item, "subject"),
+        preheader=_field(path, where, item, "preheader"),
+        source=_field(path, where, item, "source"),
+        footer=_field(path, where, item, "footer"),
     )
 
 

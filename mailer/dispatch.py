@@ -152,7 +152,8 @@ def send_due(
             report.waiting += 1
             continue
         week = min(sub.next_lesson or 1, total)
-        key = composer.builder(week).key
+        key = composer.renderer.course.lesson(week).key
+        composer.builder(key)  # render before claiming: a broken template claims nothing
         if dry_run:
             blocked = ledger.peek(session, sub.id, key, now)
             if blocked is None:

@@ -11,7 +11,7 @@ from email.header import Header
 from email.utils import format_datetime, formataddr, parseaddr
 
 from mailer.config import Settings
-from mailer.render import Recipient, RenderedLesson
+from mailer.render import Recipient, Rendered
 
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
 CRLF = b"\r\n"
@@ -104,9 +104,9 @@ def _sender_address(from_header: str) -> str:
 
 
 class MessageBuilder:
-    """Builds the messages of one kind (one lesson): only per-recipient parts vary."""
+    """Builds the messages of one kind (a lesson, a notice): only per-recipient parts vary."""
 
-    def __init__(self, sender: Sender, key: str, subject: str, content: RenderedLesson) -> None:
+    def __init__(self, sender: Sender, key: str, subject: str, content: Rendered) -> None:
         self.sender = sender
         self.key = key
         self.content = content
@@ -138,9 +138,11 @@ class MessageBuilder:
         message_id: str,
         unsubscribe_url: str,
         date: datetime,
+        confirm_url: str = "",
     ) -> Outgoing:
         """The complete message for one recipient."""
-        text, html = self.content.personalise(Recipient(first_name, email, unsubscribe_url))
+        recipient = Recipient(first_name, email, unsubscribe_url, confirm_url)
+        text, html = self.content.personalise(recipient)
         unsubscribe = f"<{_UNSAFE.sub('', unsubscribe_url)}>"
         if self._mailto:
             unsubscribe += ",\r\n " + self._mailto

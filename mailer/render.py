@@ -17,7 +17,7 @@ from mailer.plaintext import render_text
 
 # Per-recipient values; lessons and layouts write {{ first_name }} etc. and
 # stage one leaves the marker {{first_name}} (no spaces, so lxml keeps it).
-SLOTS = ("first_name", "email", "unsubscribe_url")
+SLOTS = ("first_name", "email", "unsubscribe_url", "confirm_url")
 _SLOT = re.compile(r"\{\{(" + "|".join(SLOTS) + r")\}\}")
 _MARKERS = {name: "{{" + name + "}}" for name in SLOTS}
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
@@ -52,14 +52,15 @@ class Recipient:
     first_name: str
     email: str
     unsubscribe_url: str
+    confirm_url: str = ""
 
 
 @dataclass(frozen=True)
-class RenderedLesson:
-    """A lesson rendered and inlined once; `personalise` gives one recipient's parts."""
+class Rendered:
+    """A message rendered and inlined once; `personalise` gives one recipient's parts."""
 
-    lesson: Lesson
-    total: int
+    key: str
+    subject: str
     text: Slots
     html: Slots
     words: int = field(compare=False)
@@ -72,7 +73,7 @@ class RenderedLesson:
 
 
 class Renderer:
-    """Turns course lessons into RenderedLessons, caching each one for the whole run."""
+    """Renders course lessons and notices, each at most once per Renderer."""
 
     def __init__(
         self,
@@ -97,43 +98,91 @@ class Renderer:
         self._markdown = MarkdownIt("commonmark", {"typographer": True}).enable(
             ["replacements", "smartquotes"]
         )
-        self._cache: dict[int, RenderedLesson] = {}
+        self._cache: dict[str, Rendered] = {}
 
-    def lesson(self, week: int) -> RenderedLesson:
+    def lesson(self, week: int) -> Rendered:
         """Lesson `week` rendered (once per Renderer)."""
-        if week not in self._cache:
-            self._cache[week] = self._render(self.course.lesson(week))
-        return self._cache[week]
+        lesson = self.course.lesson(week)
+        if lesson.key not in self._cache:
+            self._cache[lesson.key] = self._render_lesson(lesson)
+        return self._cache[lesson.key]
 
-    def _render(self, lesson: Lesson) -> RenderedLesson:
+    def notice(self, key: str) -> Rendered:
+        """The notice `key` ('confirm', 'welcome', ...) rendered (once per Renderer)."""
+        notice = self.course.notice(key)
+        if key not in self._cache:
+            self._cache[key] = self._render(
+                notice.key,
+                notice.subject,
+                notice.source,
+                title=notice.title,
+                preheader=notice.preheader,
+                footer=notice.footer,
+            )
+        return self._cache[key]
+
+    def message(self, key: str) -> Rendered:
+        """Whatever `key` names: 'lesson-N' or a notice."""
+        kind, _, number = key.partition("-")
+        if kind == "lesson" and number.isdigit():
+            return self.lesson(int(number))
+        return self.notice(key)
+
+    def _render_lesson(self, lesson: Lesson) -> Rendered:
         course = self.course
         following = course.lessons[lesson.number] if lesson.number < course.total else None
+        return self._render(
+            lesson.key,
+            lesson.subject,
+            lesson.source,
+            title=lesson.title,
+            preheader=lesson.preheader,
+            week=lesson.number,
+            next_title=following.title if following else "",
+        )
+
+    def _render(
+        self,
+        key: str,
+        subject: str,
+        source_name: str,
+        *,
+        title: str,
+        preheader: str,
+        week: int | None = None,
+        next_title: str = "",
+        footer: str = "",
+    ) -> Rendered:
+        course = self.course
         context = {
             **_MARKERS,
             **self._extra,
             "course_title": course.title,
             "course_tagline": course.tagline,
-            "week": lesson.number,
+            "week": week,
             "total": course.total,
-            "title": lesson.title,
-            "subject": lesson.subject,
-            "preheader": lesson.preheader,
-            "next_title": following.title if following else "",
+            "title": title,
+            "subject": subject,
+            "preheader": preheader,
+            "next_title": next_title,
+            "footer": footer,
+            "lesson_titles": [lesson.title for lesson in course.lessons],
         }
-        source = self._template(lesson.source, context)
+        source = self._template(source_name, context)
         tokens = self._markdown.parse(source)
-        body_text = render_text(tokens).rstrip("\n")
+        body_text = _unquote_markers(render_text(tokens).rstrip("\n"))
+        rendered = self._markdown.renderer.render(tokens, self._markdown.options, {})
         # Markdown output and the stylesheet are trusted course content, not subscriber data.
-        body_html = Markup(self._markdown.renderer.render(tokens, self._markdown.options, {}))  # noqa: S704
+        body_html = Markup(_unquote_markers(rendered))  # noqa: S704
         stylesheet = Markup(self._read(course.stylesheet))  # noqa: S704
         text = self._template(course.layout_text, {**context, "body": body_text})
         html = self._template(
             course.layout_html, {**context, "body": body_html, "stylesheet": stylesheet}
         )
         html = self._inline_css(html, course.layout_html)
-        return RenderedLesson(
-            lesson=lesson,
-            total=course.total,
+        return Rendered(
+            key=key,
+            subject=subject,
             text=Slots.compile(_crlf(text)),
             html=Slots.compile(_crlf(html)),
             words=len(body_text.split()),
@@ -173,6 +222,13 @@ class Renderer:
         if not inlined.lstrip().lower().startswith("<!doctype"):
             inlined = "<!DOCTYPE html>\n" + inlined
         return inlined
+
+
+def _unquote_markers(text: str) -> str:
+    """Markdown percent-encodes a {{slot}} used as a link target; put the marker back."""
+    for marker in _MARKERS.values():
+        text = text.replace(marker.replace("{", "%7B").replace("}", "%7D"), marker)
+    return text
 
 
 def _crlf(text: str) -> str:

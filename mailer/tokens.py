@@ -4,32 +4,69 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from datetime import timedelta
 
-from itsdangerous import BadSignature, URLSafeSerializer
+from itsdangerous import BadSignature, URLSafeSerializer, URLSafeTimedSerializer
 
 UNSUBSCRIBE_SALT = "rekindle.unsubscribe"
+CONFIRM_SALT = "rekindle.confirm"
+CONFIRM_MAX_AGE = timedelta(days=7)
 
 
 class Tokens:
-    """Everything signed with the installation's secret key."""
+    """Everything signed with the installation's secret key.
+
+    Link tokens carry the subscriber id and a short keyed digest of their address,
+    so a link never acts on a different person who later gets the same id.
+    """
 
     def __init__(self, secret: str) -> None:
         self._secret = secret.encode()
         self._unsubscribe = URLSafeSerializer(secret, salt=UNSUBSCRIBE_SALT)
+        self._confirm = URLSafeTimedSerializer(secret, salt=CONFIRM_SALT)
 
-    def unsubscribe(self, subscriber_id: int) -> str:
+    def email_digest(self, email: str) -> str:
+        """A short keyed digest of an address (case-insensitive)."""
+        mac = hmac.new(self._secret, email.strip().lower().encode(), hashlib.sha256)
+        return mac.hexdigest()[:12]
+
+    def unsubscribe(self, subscriber_id: int, email: str) -> str:
         """A token for the unsubscribe link; it does not expire (old mail must keep working)."""
-        return str(self._unsubscribe.dumps(subscriber_id))
+        return str(self._unsubscribe.dumps([subscriber_id, self.email_digest(email)]))
 
-    def read_unsubscribe(self, token: str) -> int | None:
-        """The subscriber id in a genuine unsubscribe token, or None for a forged one."""
+    def read_unsubscribe(self, token: str) -> tuple[int, str] | None:
+        """(subscriber id, address digest) from a genuine unsubscribe token, else None."""
         try:
             value = self._unsubscribe.loads(token)
         except BadSignature:
             return None
-        return value if isinstance(value, int) and not isinstance(value, bool) else None
+        return _pair(value)
+
+    def confirm(self, subscriber_id: int, email: str) -> str:
+        """A token for the double opt-in link; it expires after CONFIRM_MAX_AGE."""
+        return str(self._confirm.dumps([subscriber_id, self.email_digest(email)]))
+
+    def read_confirm(self, token: str) -> tuple[int, str] | None:
+        """(subscriber id, address digest) from a genuine, unexpired confirm token, else None."""
+        try:
+            value = self._confirm.loads(token, max_age=int(CONFIRM_MAX_AGE.total_seconds()))
+        except BadSignature:  # SignatureExpired is a BadSignature
+            return None
+        return _pair(value)
 
     def message_id(self, subscriber_id: int, key: str, domain: str) -> str:
         """The Message-ID of (subscriber, key): the same on every retry, unguessable to others."""
         digest = hmac.new(self._secret, f"{subscriber_id}/{key}".encode(), hashlib.sha256)
         return f"<{key}.{digest.hexdigest()[:24]}@{domain}>"
+
+
+def _pair(value: object) -> tuple[int, str] | None:
+    if (
+        isinstance(value, list)
+        and len(value) == 2
+        and isinstance(value[0], int)
+        and not isinstance(value[0], bool)
+        and isinstance(value[1], str)
+    ):
+        return value[0], value[1]
+    return None
