@@ -6,7 +6,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import CursorResult, select, update
+from sqlalchemy import CursorResult, and_, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.dml import Update
@@ -97,6 +97,91 @@ def claim(
     if taken != 1:
         return Unavailable(DeliveryStatus.SENDING)
     return Claim(existing.id, token, existing.attempts, existing.due_at)
+
+
+def enqueue(
+    session: Session,
+    subscriber_id: int,
+    key: str,
+    message_id: str,
+    due_at: datetime,
+    now: datetime,
+    *,
+    again: bool = False,
+) -> int | None:
+    """Queue (subscriber, key) to go out from `due_at`; no commit.
+
+    A key that is new, failed or cancelled is (re)queued, a sent one only with
+    `again`; one already queued or on its way is left alone. Returns the row id,
+    or None when nothing was queued.
+    """
+    existing = _row(session, subscriber_id, key)
+    if existing is None:
+        row = Delivery(
+            subscriber_id=subscriber_id,
+            key=key,
+            status=DeliveryStatus.QUEUED,
+            message_id=message_id,
+            due_at=due_at,
+            attempts=0,
+            updated_at=now,
+        )
+        session.add(row)
+        session.flush()
+        return row.id
+    requeue = {DeliveryStatus.FAILED, DeliveryStatus.CANCELLED}
+    if again:
+        requeue.add(DeliveryStatus.SENT)
+    if existing.status not in requeue:
+        return None
+    existing.status = DeliveryStatus.QUEUED
+    existing.due_at = due_at
+    existing.attempts = 0
+    existing.next_attempt_at = None
+    existing.sent_at = None
+    existing.last_error = None
+    existing.claim_token = None
+    existing.claimed_until = None
+    existing.updated_at = now
+    return existing.id
+
+
+def claim_row(session: Session, delivery_id: int, now: datetime) -> Claim | None:
+    """Claim a queued or deferred row that is ready at `now` (or abandoned); commits."""
+    token = uuid.uuid4().hex
+    wall = wall_clock()
+    ready = or_(
+        and_(
+            Delivery.status.in_((DeliveryStatus.QUEUED, DeliveryStatus.DEFERRED)),
+            func.coalesce(Delivery.next_attempt_at, Delivery.due_at) <= now,
+        ),
+        and_(Delivery.status == DeliveryStatus.SENDING, Delivery.claimed_until <= wall),
+    )
+    taken = _rowcount(
+        session,
+        update(Delivery)
+        .where(Delivery.id == delivery_id, ready)
+        .values(
+            status=DeliveryStatus.SENDING,
+            claim_token=token,
+            claimed_until=wall + LEASE,
+            updated_at=now,
+        )
+        .execution_options(synchronize_session=False),
+    )
+    session.commit()
+    if taken != 1:
+        return None
+    row = session.get(Delivery, delivery_id, populate_existing=True)
+    assert row is not None
+    return Claim(row.id, token, row.attempts, row.due_at)
+
+
+def cancel(session: Session, claim: Claim, now: datetime, reason: str) -> bool:
+    """The message is no longer wanted; no commit."""
+    return _settle(
+        session, claim, status=DeliveryStatus.CANCELLED, last_error=reason, updated_at=now
+    )
 
 
 def peek(session: Session, subscriber_id: int, key: str, now: datetime) -> Unavailable | None:

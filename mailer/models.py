@@ -14,10 +14,12 @@ from subscribers.models import Base, UTCDateTime
 class DeliveryStatus(enum.StrEnum):
     """The life of one (subscriber, key) message."""
 
+    QUEUED = "queued"  # waiting for its first attempt (notices, broadcasts)
     SENDING = "sending"  # claimed by a run; the SMTP transaction may be under way
     SENT = "sent"
     DEFERRED = "deferred"  # a transient failure; retried after next_attempt_at
     FAILED = "failed"  # given up; never retried unless an operator asks
+    CANCELLED = "cancelled"  # no longer wanted (the subscriber left before it went out)
 
 
 class Delivery(Base):

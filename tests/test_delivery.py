@@ -342,12 +342,8 @@ def test_550_at_rcpt_bounces_the_subscriber_who_is_never_mailed_again(db_env, sm
     assert failed["last_error"].startswith("550")
     summary = status(db_env, MONDAY)
     assert summary["subscribers"]["bounced"] == 1
-    assert summary["deliveries"]["lesson-1"] == {
-        "sending": 0,
-        "sent": 2,
-        "deferred": 0,
-        "failed": 1,
-    }
+    by_status = summary["deliveries"]["lesson-1"]
+    assert {k: v for k, v in by_status.items() if v} == {"sent": 2, "failed": 1}
     assert summary["recent_failures"][0]["email"] == "gone@example.org"
 
     # The address would be accepted now: any further attempt would show up at the server.
