@@ -44,8 +44,10 @@ KEYS = (
     "unsubscribe_address",
     "help_url",
     "course_dir",
+    "proxy_hops",
+    "imap_password",
 )
-SECRET_KEYS = frozenset({"smtp_password", "secret_key"})
+SECRET_KEYS = frozenset({"smtp_password", "secret_key", "imap_password"})
 
 
 def data_dir() -> Path:
@@ -74,6 +76,8 @@ class Settings:
     unsubscribe_address: str | None = None
     help_url: str | None = None
     course_dir: Path | None = None
+    proxy_hops: int = 0
+    imap_password: str | None = field(default=None, repr=False)
     config_file: Path | None = None
 
     @property
@@ -180,6 +184,13 @@ def _validate(raw: Mapping[str, object], path: Path | None) -> Settings:
         raise ConfigError(f"rate_limit {rate!r} must be a number of messages per second") from None
     if rate_limit < 0:
         raise ConfigError("rate_limit must not be negative")
+    hops = raw.get("proxy_hops", 0)
+    try:
+        proxy_hops = int(hops)  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        raise ConfigError(f"proxy_hops {hops!r} must be a whole number of proxies") from None
+    if proxy_hops < 0:
+        raise ConfigError("proxy_hops must not be negative")
     ca = _text(raw, "tls_ca_file")
     course_dir = _text(raw, "course_dir")
     unsubscribe = _address(raw, "unsubscribe_address")
@@ -201,6 +212,8 @@ def _validate(raw: Mapping[str, object], path: Path | None) -> Settings:
         unsubscribe_address=parseaddr(unsubscribe)[1] if unsubscribe else None,
         help_url=_text(raw, "help_url"),
         course_dir=Path(course_dir).expanduser() if course_dir else None,
+        proxy_hops=proxy_hops,
+        imap_password=_text(raw, "imap_password"),
         config_file=path,
     )
 

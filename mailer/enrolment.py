@@ -186,11 +186,29 @@ def unsubscribe(session: Session, email: str, now: datetime) -> Subscriber:
     sub = find_subscriber(session, email)
     if sub.status == Status.UNSUBSCRIBED:
         raise Conflict(f"{sub.email} is already unsubscribed")
+    leave(session, sub, now)
+    session.commit()
+    return sub
+
+
+def leave(session: Session, sub: Subscriber, now: datetime) -> None:
+    """Unsubscribe `sub`: no lesson is scheduled and queued notices are cancelled; no commit."""
     sub.status = Status.UNSUBSCRIBED
     sub.status_changed_at = now
     sub.next_due_at = None
-    session.commit()
-    return sub
+    session.execute(
+        update(Delivery)
+        .where(
+            Delivery.subscriber_id == sub.id,
+            Delivery.status.in_((DeliveryStatus.QUEUED, DeliveryStatus.DEFERRED)),
+            ~Delivery.key.like("lesson-%"),
+        )
+        .values(
+            status=DeliveryStatus.CANCELLED,
+            last_error="the subscriber unsubscribed",
+            updated_at=now,
+        )
+    )
 
 
 def remove(session: Session, email: str) -> str:

@@ -1,5 +1,7 @@
 """Errors raised by the engine, all under RekindleError (see subscribers.errors)."""
 
+import socket
+
 from subscribers.errors import Conflict, InvalidInput, NotFound, RekindleError
 
 EX_TEMPFAIL = 75
@@ -13,7 +15,9 @@ __all__ = [
     "InvalidInput",
     "NotFound",
     "RekindleError",
+    "TemporaryError",
     "TransportUnavailable",
+    "describe",
 ]
 
 
@@ -29,7 +33,20 @@ class DatabaseError(RekindleError):
     """The database cannot be reached or its schema is not the one this version needs."""
 
 
-class TransportUnavailable(RekindleError):
-    """The mail server (or outbox) cannot take mail right now; due mail keeps waiting."""
+class TemporaryError(RekindleError):
+    """Nothing is wrong with the request, but it cannot be done now: try again later (75)."""
 
     exit_code = EX_TEMPFAIL
+
+
+class TransportUnavailable(TemporaryError):
+    """The mail server (or outbox) cannot take mail right now; due mail keeps waiting."""
+
+
+def describe(exc: BaseException) -> str:
+    """A short reason for a network or protocol error, for one-line messages."""
+    if isinstance(exc, socket.timeout | TimeoutError):
+        return "timed out"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return " ".join(str(exc).split()) or type(exc).__name__

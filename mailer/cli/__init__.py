@@ -10,7 +10,7 @@ import click
 from sqlalchemy.exc import SQLAlchemyError
 
 from mailer import __version__
-from mailer.cli import course, db, delivery, subscribers
+from mailer.cli import course, db, delivery, inbound, subscribers, web
 from mailer.errors import RekindleError
 from mailer.runtime import Runtime
 
@@ -84,7 +84,7 @@ def cli(ctx: click.Context, config_path: str | None, debug: bool) -> None:
     ctx.call_on_close(ctx.obj.close)
 
 
-for module in (subscribers, course, delivery, db):
+for module in (subscribers, course, delivery, db, web, inbound):
     for command in module.COMMANDS:
         cli.add_command(command)
 

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 from typing import IO
 
 import click
+from sqlalchemy.orm import Session
 
-from mailer import enrolment, reports
+from mailer import dispatch, enrolment, reports, signup
 from mailer.cli.output import print_json, table
+from mailer.errors import Conflict, NotFound
 from mailer.runtime import Runtime
 from subscribers import csvfile
 from subscribers.models import Status
+from subscribers.validation import normalize_email
 
 pass_runtime = click.make_pass_decorator(Runtime)
 EXPORT_COLUMNS = (
@@ -47,24 +51,27 @@ def group() -> None:
 @click.option(
     "--double-opt-in",
     is_flag=True,
-    help="Send a confirmation email and store the subscriber as pending (not available yet).",
+    help="Store them as pending and send a confirmation email; the course starts when they "
+    "follow its link.",
 )
 @pass_runtime
 def add(rt: Runtime, email: str, name: str | None, tz: str | None, double_opt_in: bool) -> None:
     """Add a subscriber as active: lesson 1 goes out at their next send window.
 
-    The operator vouches for the person's consent.
+    The operator vouches for the person's consent. With --double-opt-in the
+    person must confirm by following the link in a confirmation email first
+    (the same flow as the web form).
 
     Example:
 
     \b
         rekindle-mail subscribers add sam@example.org --name "Sam Lee" --timezone Asia/Tokyo
+        rekindle-mail subscribers add kim@example.org --double-opt-in
     """
-    if double_opt_in:
-        raise click.UsageError(
-            "--double-opt-in needs the web face (rekindle-mail serve), not built yet"
-        )
     with rt.session() as session:
+        if double_opt_in:
+            _add_pending(rt, session, email, name, tz or rt.settings.timezone)
+            return
         sub = enrolment.add_subscriber(
             session,
             email,
@@ -75,6 +82,37 @@ def add(rt: Runtime, email: str, name: str | None, tz: str | None, double_opt_in
         )
         due = reports.iso(sub.next_due_at, sub.timezone)
         click.echo(f"added {sub.email} ({sub.timezone}); lesson 1 is due {due}")
+
+
+def _add_pending(rt: Runtime, session: Session, email: str, name: str | None, tz: str) -> None:
+    address = normalize_email(email)
+    with contextlib.suppress(NotFound):
+        existing = enrolment.find_subscriber(session, address)
+        if existing.status not in (Status.PENDING, *signup.REJOINABLE):
+            raise Conflict(f"{existing.email} is already a subscriber (status: {existing.status})")
+    composer = rt.composer(session)
+    result = signup.request_subscription(
+        session,
+        address,
+        name=name,
+        timezone=tz,
+        now=rt.now(),
+        source="operator",
+        message_id=composer.message_id,
+    )
+    if result.confirmation is None:
+        click.echo(f"{address} is pending; a confirmation went out less than 24 hours ago")
+        return
+    with rt.transport() as transport:
+        report = dispatch.deliver_now(session, transport, composer, result.confirmation, rt.now())
+    if report.failures:
+        raise click.ClickException(
+            f"{address} is pending, but the confirmation failed: {report.failures[0]['reply']}"
+        )
+    if report.deferred:
+        click.echo(f"{address} is pending; the confirmation was deferred and will be retried")
+        return
+    click.echo(f"{address} is pending; sent a confirmation via {transport.description}")
 
 
 @group.command("import")

@@ -5,14 +5,13 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import smtplib
-import socket
 import ssl
 from pathlib import Path
 from types import TracebackType
 from typing import Self
 from urllib.parse import unquote, urlsplit
 
-from mailer.errors import ConfigError, TransportUnavailable
+from mailer.errors import ConfigError, TransportUnavailable, describe
 from mailer.message import Outgoing
 from mailer.transport.base import MessageRefused, RecipientRefused, TemporaryFailure
 
@@ -23,7 +22,8 @@ CONNECT_TIMEOUT = 30.0
 SESSION_TIMEOUT = 600.0
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
+    """True for localhost and loopback addresses (where plain-text AUTH is acceptable)."""
     if host == "localhost":
         return True
     try:
@@ -56,7 +56,7 @@ class SmtpTransport:
         self._password = password or (unquote(parts.password) if parts.password else None)
         if self.username and self._password is None:
             raise ConfigError("smtp_url names a user but no password: set REKINDLE_SMTP_PASSWORD")
-        if self.username and self.scheme == "smtp" and not _is_loopback(self.host):
+        if self.username and self.scheme == "smtp" and not is_loopback(self.host):
             raise ConfigError(
                 f"refusing to send the SMTP password unencrypted to {self.host}: "
                 "use smtp+starttls:// or smtps://"
@@ -140,7 +140,7 @@ class SmtpTransport:
         except (smtplib.SMTPException, OSError) as exc:
             _discard(smtp)
             raise TransportUnavailable(
-                f"cannot connect to {self.description}: {_why(exc)}"
+                f"cannot connect to {self.description}: {describe(exc)}"
             ) from None
         return smtp
 
@@ -167,7 +167,9 @@ class SmtpTransport:
             self._fail(exc.smtp_code, exc.smtp_error, permanent=MessageRefused)
         except (smtplib.SMTPException, OSError) as exc:
             self._drop()
-            raise TemporaryFailure(f"connection to {self.description} lost: {_why(exc)}") from None
+            raise TemporaryFailure(
+                f"connection to {self.description} lost: {describe(exc)}"
+            ) from None
 
     def _fail(
         self, code: int, text: bytes | str, permanent: type[MessageRefused | RecipientRefused]
@@ -198,11 +200,3 @@ def _decode(text: bytes | str) -> str:
 
 def _reply(exc: smtplib.SMTPResponseException) -> str:
     return f"{exc.smtp_code} {_decode(exc.smtp_error)}"
-
-
-def _why(exc: BaseException) -> str:
-    if isinstance(exc, socket.timeout | TimeoutError):
-        return "timed out"
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
-    return " ".join(str(exc).split()) or type(exc).__name__

@@ -1,0 +1,224 @@
+"""Mail to the list: `subscribe` / `unsubscribe` commands by email, and bounce reports."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import enum
+import logging
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from email.message import EmailMessage
+from email.utils import getaddresses, parseaddr
+
+from flufl.bounce import all_failures
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from mailer import signup
+from mailer.enrolment import leave
+from mailer.signup import MessageIds
+from subscribers.errors import InvalidInput
+from subscribers.models import Status, Subscriber
+
+log = logging.getLogger("rekindle.inbound")
+
+SUBSCRIBE_WORDS = frozenset({"subscribe", "join", "start"})
+UNSUBSCRIBE_WORDS = frozenset({"unsubscribe", "leave", "remove", "stop"})
+_REPLY_PREFIX = re.compile(r"^\s*((re|aw|fwd?|wg|sv)\s*:\s*)+", re.IGNORECASE)
+# A bounce report never changes someone who already left.
+BOUNCE_KEEPS = (Status.UNSUBSCRIBED, Status.BOUNCED)
+_DAEMONS = ("mailer-daemon", "postmaster", "mail-daemon", "mailerdaemon")
+_BOUNCE_SUBJECT = re.compile(
+    r"undeliver|delivery (status|failure|has failed)|returned mail|failure notice|"
+    r"mail delivery (failed|system)|non.?delivery|could not be delivered",
+    re.IGNORECASE,
+)
+
+
+class Action(enum.StrEnum):
+    """What a message asks for."""
+
+    SUBSCRIBE = "subscribe"
+    UNSUBSCRIBE = "unsubscribe"
+    BOUNCE = "bounce"
+    IGNORE = "ignore"
+
+
+@dataclass(frozen=True)
+class Request:
+    """A classified inbound message: the action, whom it concerns, and why."""
+
+    action: Action
+    addresses: tuple[str, ...] = ()
+    name: str | None = None
+    reason: str = ""
+    temporary: tuple[str, ...] = field(default=())
+
+
+def parse(raw: bytes) -> EmailMessage:
+    """Parse an RFC 5322 message (never raises on malformed input)."""
+    message = email.message_from_bytes(raw, policy=email.policy.default)
+    assert isinstance(message, EmailMessage)
+    return message
+
+
+def classify(
+    message: EmailMessage,
+    *,
+    unsubscribe_address: str | None,
+    own_addresses: Iterable[str] = (),
+    recipients: Iterable[str] = (),
+) -> Request:
+    """Decide what `message` asks for.
+
+    `recipients` are envelope recipients the MTA passed on (e.g. Postfix's
+    ${recipient}); a message to the configured unsubscribe address unsubscribes
+    its sender whatever it says. Bounce reports are recognised by shape and read
+    with flufl.bounce; auto-replies and anything else are ignored.
+    """
+    if _looks_like_bounce(message):
+        temporary, permanent = all_failures(message)
+        hard = tuple(sorted({_decode(a) for a in permanent}))
+        soft = tuple(sorted({_decode(a) for a in temporary}))
+        if hard:
+            return Request(Action.BOUNCE, hard, reason="permanent delivery failure", temporary=soft)
+        if soft:
+            return Request(Action.IGNORE, soft, reason="a temporary delivery delay, not a bounce")
+        return Request(Action.IGNORE, reason="a delivery report naming no failed recipient")
+    if _automatic(message):
+        return Request(Action.IGNORE, reason="an automatic reply")
+    name, sender = parseaddr(str(message.get("From", "")))
+    if "@" not in sender:
+        return Request(Action.IGNORE, reason="no sender address")
+    own = {a.lower() for a in own_addresses}
+    if sender.lower() in own:
+        return Request(Action.IGNORE, reason="sent by rekindle-mail itself")
+    to_us = {a.lower() for a in _recipients(message, recipients)}
+    if unsubscribe_address and unsubscribe_address.lower() in to_us:
+        return Request(Action.UNSUBSCRIBE, (sender,), reason="sent to the unsubscribe address")
+    word = _command(message)
+    if word in SUBSCRIBE_WORDS:
+        return Request(Action.SUBSCRIBE, (sender,), name=name or None, reason=f"asked {word!r}")
+    if word in UNSUBSCRIBE_WORDS:
+        return Request(Action.UNSUBSCRIBE, (sender,), reason=f"asked {word!r}")
+    return Request(Action.IGNORE, (sender,), reason="no subscribe or unsubscribe command")
+
+
+def _decode(address: bytes | str) -> str:
+    text = address.decode("utf-8", "replace") if isinstance(address, bytes) else address
+    return text.strip().strip("<>")
+
+
+def _looks_like_bounce(message: EmailMessage) -> bool:
+    if message.get_content_type() == "multipart/report":
+        return True
+    sender = parseaddr(str(message.get("From", "")))[1].lower()
+    if sender.split("@")[0] in _DAEMONS:
+        return True
+    if str(message.get("Return-Path", "")).strip() == "<>":
+        return bool(_BOUNCE_SUBJECT.search(str(message.get("Subject", ""))))
+    return bool(_BOUNCE_SUBJECT.search(str(message.get("Subject", "")))) and _automatic(message)
+
+
+def _automatic(message: EmailMessage) -> bool:
+    """RFC 3834 auto-replies and list traffic must never get an answer or act as a command."""
+    submitted = str(message.get("Auto-Submitted", "no")).strip().lower()
+    precedence = str(message.get("Precedence", "")).strip().lower()
+    return (
+        submitted not in ("", "no")
+        or precedence in ("bulk", "junk", "list", "auto_reply")
+        or any(h in message for h in ("X-Autoreply", "X-Autorespond", "List-Id"))
+    )
+
+
+def _recipients(message: EmailMessage, envelope: Iterable[str]) -> list[str]:
+    fields = [
+        str(v)
+        for h in ("To", "Cc", "Delivered-To", "X-Original-To")
+        for v in message.get_all(h, [])
+    ]
+    return [addr for _, addr in getaddresses(fields) if addr] + [e.strip() for e in envelope]
+
+
+def _command(message: EmailMessage) -> str:
+    """The command word: the subject, else the first line of the text body."""
+    subject = _REPLY_PREFIX.sub("", str(message.get("Subject", ""))).strip().lower()
+    words = subject.split()
+    if len(words) == 1:
+        return words[0].strip(".!")
+    body = message.get_body(preferencelist=("plain",))
+    if body is None:
+        return ""
+    try:
+        text = body.get_content()
+    except (LookupError, ValueError):
+        return ""
+    for line in str(text).splitlines():
+        line = line.strip()
+        if line and not line.startswith(">"):
+            first = line.split()
+            return first[0].lower().strip(".!") if len(first) <= 2 else ""
+    return ""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What handling one inbound message changed; `confirmation` is a queued ledger row."""
+
+    request: Request
+    changed: tuple[str, ...] = ()
+    confirmation: int | None = None
+
+    def summary(self) -> str:
+        """One log line."""
+        who = ", ".join(self.request.addresses) or "-"
+        done = f"; changed {', '.join(self.changed)}" if self.changed else "; nothing to change"
+        return f"{self.request.action}: {who} ({self.request.reason}){done}"
+
+
+def apply(
+    session: Session,
+    request: Request,
+    *,
+    timezone: str,
+    now: datetime,
+    message_id: MessageIds,
+) -> Outcome:
+    """Carry out a classified request on the subscriber store; commits."""
+    if request.action == Action.SUBSCRIBE:
+        try:
+            result = signup.request_subscription(
+                session,
+                request.addresses[0],
+                name=request.name,
+                timezone=timezone,
+                now=now,
+                source="email",
+                message_id=message_id,
+            )
+        except InvalidInput as exc:
+            return Outcome(Request(Action.IGNORE, request.addresses, reason=str(exc)))
+        asked = request.addresses if result.confirmation else ()
+        return Outcome(request, asked, result.confirmation)
+    if request.action in (Action.UNSUBSCRIBE, Action.BOUNCE):
+        changed: list[str] = []
+        for address in request.addresses:
+            sub = session.scalar(
+                select(Subscriber).where(func.lower(Subscriber.email) == address.lower())
+            )
+            if sub is None:
+                continue
+            if request.action == Action.UNSUBSCRIBE and sub.status != Status.UNSUBSCRIBED:
+                leave(session, sub, now)
+                changed.append(sub.email)
+            elif request.action == Action.BOUNCE and sub.status not in BOUNCE_KEEPS:
+                sub.status = Status.BOUNCED
+                sub.status_changed_at = now
+                sub.next_due_at = None
+                changed.append(sub.email)
+        session.commit()
+        return Outcome(request, tuple(changed))
+    return Outcome(request)

@@ -1,0 +1,179 @@
+"""Self-service membership: double opt-in sign-up, confirmation, and unsubscribing by link."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from mailer import ledger
+from mailer.enrolment import last_lesson_sent, leave
+from mailer.models import Delivery
+from mailer.timing import SendWindow, first_lesson_due, next_lesson_due, resumed_due
+from mailer.tokens import Tokens
+from subscribers.models import Status, Subscriber
+from subscribers.validation import check_timezone, clean_name, normalize_email
+
+# However often a form is posted, one address gets one confirmation email a day.
+CONFIRM_INTERVAL = timedelta(hours=24)
+# (subscriber id, key) -> Message-ID, e.g. Composer.message_id.
+MessageIds = Callable[[int, str], str]
+# People who left (or whose mail bounced) may sign up again through double opt-in.
+REJOINABLE = (Status.UNSUBSCRIBED, Status.BOUNCED)
+
+
+@dataclass(frozen=True)
+class SignupRequest:
+    """What the sign-up did: the subscriber, and the confirmation to send now (if any)."""
+
+    subscriber_id: int | None
+    confirmation: int | None  # a queued ledger row id
+
+
+def request_subscription(
+    session: Session,
+    email: str,
+    *,
+    name: str | None,
+    timezone: str,
+    now: datetime,
+    source: str,
+    message_id: MessageIds,
+) -> SignupRequest:
+    """Start double opt-in for `email`; commits.
+
+    A new address is stored as pending; people who left may come back the same
+    way. A confirmation email is queued at most once per CONFIRM_INTERVAL per
+    address; subscribers who are already on the course get nothing (and the
+    caller must answer the same either way, so nobody learns who is subscribed).
+    Raises InvalidInput for a bad address, name or time zone.
+    """
+    address = normalize_email(email)
+    name = clean_name(name)
+    zone = check_timezone(timezone)
+    sub = session.scalar(select(Subscriber).where(func.lower(Subscriber.email) == address.lower()))
+    if sub is None:
+        sub = Subscriber(
+            email=address,
+            name=name,
+            timezone=zone,
+            status=Status.PENDING,
+            source=source,
+            created_at=now,
+            status_changed_at=now,
+        )
+        session.add(sub)
+        session.flush()
+    elif sub.status in REJOINABLE:
+        sub.status = Status.PENDING
+        sub.status_changed_at = now
+        sub.source = source
+        sub.name = name or sub.name
+        sub.timezone = zone
+    elif sub.status != Status.PENDING:
+        session.rollback()
+        return SignupRequest(sub.id, None)
+    last = session.scalar(
+        select(Delivery.sent_at).where(Delivery.subscriber_id == sub.id, Delivery.key == "confirm")
+    )
+    again = last is None or last <= now - CONFIRM_INTERVAL
+    queued = None
+    if again:
+        confirm_id = message_id(sub.id, "confirm")
+        queued = ledger.enqueue(session, sub.id, "confirm", confirm_id, now, now, again=True)
+    session.commit()
+    return SignupRequest(sub.id, queued)
+
+
+class Confirmation(enum.StrEnum):
+    """What a confirmation link did."""
+
+    CONFIRMED = "confirmed"  # pending -> active, just now
+    ALREADY = "already"  # the link was used before; nothing changed
+    INVALID = "invalid"  # forged, expired, or for someone no longer pending
+
+
+@dataclass(frozen=True)
+class ConfirmResult:
+    """The outcome of a confirmation link, and the welcome to send now (if any)."""
+
+    outcome: Confirmation
+    welcome: int | None = None
+    first_lesson_due: datetime | None = None
+    timezone: str | None = None
+
+
+def confirm_subscription(
+    session: Session,
+    tokens: Tokens,
+    token: str,
+    *,
+    now: datetime,
+    window: SendWindow,
+    message_id: MessageIds,
+) -> ConfirmResult:
+    """Activate the pending subscriber a confirmation token names; commits.
+
+    The course starts at that instant (lesson 1 at their next send window); a
+    subscriber coming back continues where they left off, never sooner than a
+    week after their last lesson. A welcome email is queued the first time.
+    """
+    found = tokens.read_confirm(token)
+    if found is None:
+        return ConfirmResult(Confirmation.INVALID)
+    sub = session.get(Subscriber, found[0])
+    if sub is None or tokens.email_digest(sub.email) != found[1]:
+        return ConfirmResult(Confirmation.INVALID)
+    zone = ZoneInfo(sub.timezone)
+    if sub.status != Status.PENDING:
+        if sub.status in (Status.ACTIVE, Status.PAUSED, Status.COMPLETED) and sub.confirmed_at:
+            return ConfirmResult(Confirmation.ALREADY, None, sub.next_due_at, sub.timezone)
+        return ConfirmResult(Confirmation.INVALID)
+    sub.status = Status.ACTIVE
+    sub.status_changed_at = now
+    sub.confirmed_at = now
+    if sub.started_at is None:
+        sub.started_at = now
+        sub.next_lesson = 1
+        sub.next_due_at = first_lesson_due(now, window, zone)
+    elif sub.next_lesson is not None:
+        last = last_lesson_sent(session, sub.id)
+        earliest = next_lesson_due(last, window, zone) if last else None
+        sub.next_due_at = resumed_due(earliest, now, window, zone)
+    welcome = ledger.enqueue(session, sub.id, "welcome", message_id(sub.id, "welcome"), now, now)
+    session.commit()
+    return ConfirmResult(Confirmation.CONFIRMED, welcome, sub.next_due_at, sub.timezone)
+
+
+class Unsubscribe(enum.StrEnum):
+    """What an unsubscribe link did."""
+
+    DONE = "done"  # unsubscribed now, or was already, or no longer exists
+    INVALID = "invalid"  # forged token
+
+
+def subscriber_for_link(session: Session, tokens: Tokens, token: str) -> Subscriber | None:
+    """The subscriber a genuine unsubscribe token names (None if forged or erased)."""
+    found = tokens.read_unsubscribe(token)
+    if found is None:
+        return None
+    sub = session.get(Subscriber, found[0])
+    if sub is None or tokens.email_digest(sub.email) != found[1]:
+        return None
+    return sub
+
+
+def unsubscribe_by_link(session: Session, tokens: Tokens, token: str, now: datetime) -> Unsubscribe:
+    """Unsubscribe whoever an unsubscribe token names, at once (RFC 8058); commits."""
+    if tokens.read_unsubscribe(token) is None:
+        return Unsubscribe.INVALID
+    sub = subscriber_for_link(session, tokens, token)
+    if sub is not None and sub.status != Status.UNSUBSCRIBED:
+        leave(session, sub, now)
+    session.commit()
+    return Unsubscribe.DONE
