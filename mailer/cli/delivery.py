@@ -105,12 +105,10 @@ def status(rt: Runtime, now_text: str | None, as_json: bool) -> None:
     click.echo(f"Mail goes to {summary['delivery']}; database {summary['database']}")
     if summary["deliveries"]:
         click.echo()
+        columns = ("sent", "queued", "sending", "deferred", "failed", "cancelled")
         table(
-            ("KEY", "SENT", "FAILED", "DEFERRED", "SENDING"),
-            (
-                (key, c["sent"], c["failed"], c["deferred"], c["sending"])
-                for key, c in summary["deliveries"].items()
-            ),
+            ("KEY", *(c.upper() for c in columns)),
+            ([key, *(counts[c] for c in columns)] for key, counts in summary["deliveries"].items()),
         )
     if summary["recent_failures"]:
         click.echo()
