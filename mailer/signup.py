@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from mailer import ledger
@@ -56,6 +57,23 @@ def request_subscription(
     address = normalize_email(email)
     name = clean_name(name)
     zone = check_timezone(timezone)
+    try:
+        return _request(session, address, name, zone, now, source, message_id)
+    except IntegrityError:
+        # The same address posted twice at the same moment: the other request won.
+        session.rollback()
+        return _request(session, address, name, zone, now, source, message_id)
+
+
+def _request(
+    session: Session,
+    address: str,
+    name: str | None,
+    zone: str,
+    now: datetime,
+    source: str,
+    message_id: MessageIds,
+) -> SignupRequest:
     sub = session.scalar(select(Subscriber).where(func.lower(Subscriber.email) == address.lower()))
     if sub is None:
         sub = Subscriber(
