@@ -148,17 +148,14 @@ def screenshot(driver, folder: Path, name: str) -> Path:
 
 
 def console_errors(driver) -> list[str]:
-    """Severe console entries since the last call (CSP violations, script errors, 4xx loads).
-
-    The browser's own /favicon.ico probe is left out: the pages declare no icon.
-    """
+    """Severe console entries since the last call (CSP violations, script errors, 4xx loads)."""
     get_log = getattr(driver, "get_log", None)
     if get_log is None:
         return []
     return [
         entry["message"]
         for entry in get_log("browser")
-        if entry.get("level") == "SEVERE" and "/favicon.ico " not in entry["message"]
+        if entry.get("level") == "SEVERE"
     ]
 
 
