@@ -26,19 +26,44 @@ def _isolated(env: dict[str, str]) -> dict[str, str | None]:
     return cleared
 
 
-def run(env: dict[str, str], *args: str, input: str | None = None) -> Result:
+def run(env: dict[str, str], *args: str, input: str | bytes | None = None) -> Result:
     """Run the CLI in-process through click's runner."""
     return CliRunner().invoke(cli, list(args), env=_isolated(env), input=input)
 
 
 def script(
-    env: dict[str, str], *args: str, cwd: Path | None = None
+    env: dict[str, str], *args: str, cwd: Path | None = None, input: bytes | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """Run the installed console script in a subprocess, as a user or cron would."""
+    """Run the installed console script in a subprocess, as a user or cron would.
+
+    `input` (raw bytes, as an MTA pipes a message) is written to its stdin.
+    """
     if SCRIPT is None:
         pytest.fail("the rekindle-mail console script is not installed (pip install .)")
-    return subprocess.run(
-        [SCRIPT, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=120, check=False
+    if input is None:
+        return subprocess.run(
+            [SCRIPT, *args],
+            env=env,
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    done = subprocess.run(
+        [SCRIPT, *args],
+        env=env,
+        cwd=cwd,
+        input=input,
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    return subprocess.CompletedProcess(
+        done.args,
+        done.returncode,
+        done.stdout.decode("utf-8", "replace"),
+        done.stderr.decode("utf-8", "replace"),
     )
 
 
