@@ -94,12 +94,14 @@ def send_due(
     dry_run: bool = False,
     rate_limit: float = 0.0,
     progress: Callable[[int], None] | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> SendReport:
     """Send what is due: queued notices first, then each due subscriber's next lesson.
 
-    At most one lesson per subscriber per run. Raises TransportUnavailable (after
-    recording what was done) when the server or outbox cannot take mail; the
-    report so far is attached as `.report`.
+    At most one lesson per subscriber per run. `stop` is asked before each
+    message; when it says yes the run ends there (a graceful shutdown).
+    Raises TransportUnavailable (after recording what was done) when the server
+    or outbox cannot take mail; the report so far is attached as `.report`.
     """
     report = SendReport(dry_run=dry_run)
     pacer = Pacer(rate_limit)
@@ -107,6 +109,8 @@ def send_due(
         ids = session.scalars(select(Delivery.id).where(_ready(now)).order_by(Delivery.id)).all()
         session.commit()
         for delivery_id in ids:
+            if stop and stop():
+                return report
             if progress:
                 progress(1)
             if dry_run:
@@ -115,6 +119,8 @@ def send_due(
             pacer.wait()
             _send_queued(session, transport, composer, delivery_id, now, report)
         for sub in due_subscribers(session, now):
+            if stop and stop():
+                return report
             if progress:
                 progress(1)
             _send_lesson(session, transport, composer, window, now, sub, report, pacer)

@@ -22,6 +22,7 @@ from mailer.enrolment import leave
 from mailer.signup import MessageIds
 from subscribers.errors import InvalidInput
 from subscribers.models import Status, Subscriber
+from subscribers.validation import normalize_email
 
 log = logging.getLogger("rekindle.inbound")
 
@@ -79,20 +80,27 @@ def classify(
     its sender whatever it says. Bounce reports are recognised by shape and read
     with flufl.bounce; auto-replies and anything else are ignored.
     """
+    try:
+        return _classify(message, unsubscribe_address, own_addresses, recipients)
+    except Exception:  # the stdlib header parser raises on some malformed headers
+        log.debug("unreadable message", exc_info=True)
+        return Request(Action.IGNORE, reason="an unreadable message (malformed headers)")
+
+
+def _classify(
+    message: EmailMessage,
+    unsubscribe_address: str | None,
+    own_addresses: Iterable[str],
+    recipients: Iterable[str],
+) -> Request:
     if _looks_like_bounce(message):
-        temporary, permanent = all_failures(message)
-        hard = tuple(sorted({_decode(a) for a in permanent}))
-        soft = tuple(sorted({_decode(a) for a in temporary}))
-        if hard:
-            return Request(Action.BOUNCE, hard, reason="permanent delivery failure", temporary=soft)
-        if soft:
-            return Request(Action.IGNORE, soft, reason="a temporary delivery delay, not a bounce")
-        return Request(Action.IGNORE, reason="a delivery report naming no failed recipient")
+        return _bounce(message)
     if _automatic(message):
         return Request(Action.IGNORE, reason="an automatic reply")
     name, sender = parseaddr(str(message.get("From", "")))
-    if "@" not in sender:
-        return Request(Action.IGNORE, reason="no sender address")
+    sender = _valid(sender) or ""
+    if not sender:
+        return Request(Action.IGNORE, reason="no valid sender address")
     own = {a.lower() for a in own_addresses}
     if sender.lower() in own:
         return Request(Action.IGNORE, reason="sent by rekindle-mail itself")
@@ -107,9 +115,29 @@ def classify(
     return Request(Action.IGNORE, (sender,), reason="no subscribe or unsubscribe command")
 
 
-def _decode(address: bytes | str) -> str:
+def _bounce(message: EmailMessage) -> Request:
+    """A delivery report: permanent failures bounce, delays are only noted."""
+    try:
+        temporary, permanent = all_failures(message)
+    except Exception:  # flufl.bounce's heuristic detectors can trip on odd reports
+        log.debug("unreadable delivery report", exc_info=True)
+        return Request(Action.IGNORE, reason="an unreadable delivery report")
+    hard = tuple(sorted({a for a in map(_valid, permanent) if a}))
+    soft = tuple(sorted({a for a in map(_valid, temporary) if a}))
+    if hard:
+        return Request(Action.BOUNCE, hard, reason="permanent delivery failure", temporary=soft)
+    if soft:
+        return Request(Action.IGNORE, soft, reason="a temporary delivery delay, not a bounce")
+    return Request(Action.IGNORE, reason="a delivery report naming no failed recipient")
+
+
+def _valid(address: bytes | str) -> str | None:
+    """The address in normal form, or None when it is not a usable address."""
     text = address.decode("utf-8", "replace") if isinstance(address, bytes) else address
-    return text.strip().strip("<>")
+    try:
+        return normalize_email(text.strip().strip("<>"))
+    except InvalidInput:
+        return None
 
 
 def _looks_like_bounce(message: EmailMessage) -> bool:

@@ -107,15 +107,21 @@ def enqueue(
     due_at: datetime,
     now: datetime,
     *,
-    again: bool = False,
+    resend_if_sent_before: datetime | None = None,
 ) -> int | None:
     """Queue (subscriber, key) to go out from `due_at`; no commit.
 
-    A key that is new, failed or cancelled is (re)queued, a sent one only with
-    `again`; one already queued or on its way is left alone. Returns the row id,
-    or None when nothing was queued.
+    Returns the id of the row waiting to go out: a new one; one already queued
+    or deferred; a failed or cancelled one, queued again; a sent one only if it
+    went out before `resend_if_sent_before`. None when nothing is waiting.
+    The decision rests on one read of the row, and the row is only changed if
+    nobody changed it since, so two callers never queue one message twice.
     """
-    existing = _row(session, subscriber_id, key)
+    existing = session.execute(
+        select(Delivery)
+        .where(Delivery.subscriber_id == subscriber_id, Delivery.key == key)
+        .execution_options(populate_existing=True)
+    ).scalar_one_or_none()
     if existing is None:
         row = Delivery(
             subscriber_id=subscriber_id,
@@ -129,21 +135,41 @@ def enqueue(
         session.add(row)
         session.flush()
         return row.id
-    requeue = {DeliveryStatus.FAILED, DeliveryStatus.CANCELLED}
-    if again:
-        requeue.add(DeliveryStatus.SENT)
-    if existing.status not in requeue:
+    if existing.status in (DeliveryStatus.QUEUED, DeliveryStatus.DEFERRED):
+        return existing.id
+    sent_long_ago = (
+        existing.status == DeliveryStatus.SENT
+        and resend_if_sent_before is not None
+        and existing.sent_at is not None
+        and existing.sent_at <= resend_if_sent_before
+    )
+    if (
+        existing.status not in (DeliveryStatus.FAILED, DeliveryStatus.CANCELLED)
+        and not sent_long_ago
+    ):
         return None
-    existing.status = DeliveryStatus.QUEUED
-    existing.due_at = due_at
-    existing.attempts = 0
-    existing.next_attempt_at = None
-    existing.sent_at = None
-    existing.last_error = None
-    existing.claim_token = None
-    existing.claimed_until = None
-    existing.updated_at = now
-    return existing.id
+    changed = _rowcount(
+        session,
+        update(Delivery)
+        .where(
+            Delivery.id == existing.id,
+            Delivery.status == existing.status,
+            Delivery.updated_at == existing.updated_at,
+        )
+        .values(
+            status=DeliveryStatus.QUEUED,
+            due_at=due_at,
+            attempts=0,
+            next_attempt_at=None,
+            sent_at=None,
+            last_error=None,
+            claim_token=None,
+            claimed_until=None,
+            updated_at=now,
+        )
+        .execution_options(synchronize_session=False),
+    )
+    return existing.id if changed == 1 else None
 
 
 def claim_row(session: Session, delivery_id: int, now: datetime) -> Claim | None:

@@ -56,3 +56,21 @@ class Meta(Base):
 
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
+
+
+class Run(Base):
+    """One `send` run (cron or daemon tick), kept so `status` can report the last one."""
+
+    __tablename__ = "runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    clock: Mapped[datetime] = mapped_column(UTCDateTime)  # the schedule's "now" (--now)
+    outcome: Mapped[str] = mapped_column(String(16))  # running, ok, unavailable, error
+    sent: Mapped[int] = mapped_column(Integer, default=0)
+    failed: Mapped[int] = mapped_column(Integer, default=0)
+    deferred: Mapped[int] = mapped_column(Integer, default=0)
+    message: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (Index("ix_runs_started_at", "started_at"),)

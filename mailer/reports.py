@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from mailer.enrolment import find_subscriber
-from mailer.models import Delivery, DeliveryStatus
+from mailer.models import Delivery, DeliveryStatus, Run
 from subscribers.models import Status, Subscriber
 
 RECENT_FAILURES = 10
@@ -91,7 +91,8 @@ def subscriber_detail(session: Session, email: str) -> dict[str, Any]:
 
 
 def status_summary(session: Session, now: datetime) -> dict[str, Any]:
-    """Subscribers by status, deliveries by key, what is due, and recent failures."""
+    """Subscribers by status, deliveries by key and status, lessons due now and in the next
+    24 hours, the last run, and recent failures."""
     by_status = {s.value: 0 for s in Status}
     for status, count in session.execute(
         select(Subscriber.status, func.count()).group_by(Subscriber.status)
@@ -103,6 +104,15 @@ def status_summary(session: Session, now: datetime) -> dict[str, Any]:
     ):
         deliveries.setdefault(key, {s.value: 0 for s in DeliveryStatus})[status] = count
     active = Subscriber.status == Status.ACTIVE
+    # Lessons waiting in subscribers' cursors: due now, or due within the next 24 hours.
+    bucket = case((Subscriber.next_due_at <= now, "now"), else_="next_24h")
+    due: dict[str, dict[str, int]] = {}
+    for lesson, when, count in session.execute(
+        select(Subscriber.next_lesson, bucket, func.count())
+        .where(active, Subscriber.next_due_at <= now + timedelta(hours=24))
+        .group_by(Subscriber.next_lesson, bucket)
+    ):
+        due.setdefault(f"lesson-{lesson}", {"now": 0, "next_24h": 0})[when] += count
     due_now = session.scalar(
         select(func.count()).select_from(Subscriber).where(active, Subscriber.next_due_at <= now)
     )
@@ -122,11 +132,25 @@ def status_summary(session: Session, now: datetime) -> dict[str, Any]:
         .order_by(Delivery.updated_at.desc(), Delivery.id.desc())
         .limit(RECENT_FAILURES)
     ).all()
+    run = session.scalar(select(Run).order_by(Run.id.desc()).limit(1))
     return {
         "now": iso(now),
+        "last_run": None
+        if run is None
+        else {
+            "started_at": iso(run.started_at),
+            "finished_at": iso(run.finished_at),
+            "clock": iso(run.clock),
+            "outcome": run.outcome,
+            "sent": run.sent,
+            "failed": run.failed,
+            "deferred": run.deferred,
+            "message": run.message,
+        },
         "subscribers": by_status,
         "total_subscribers": sum(by_status.values()),
-        "deliveries": dict(sorted(deliveries.items(), key=lambda kv: _key_order(kv[0]))),
+        "deliveries": dict(sorted(deliveries.items(), key=lambda kv: key_order(kv[0]))),
+        "due": dict(sorted(due.items(), key=lambda kv: key_order(kv[0]))),
         "due_now": int(due_now or 0),
         "next_due": iso(next_due),
         "recent_failures": [
@@ -136,6 +160,7 @@ def status_summary(session: Session, now: datetime) -> dict[str, Any]:
     }
 
 
-def _key_order(key: str) -> tuple[str, int]:
+def key_order(key: str) -> tuple[str, int]:
+    """Sort keys naturally: lesson-2 before lesson-10."""
     kind, _, number = key.rpartition("-")
     return (kind, int(number)) if number.isdigit() else (key, 0)

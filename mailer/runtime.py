@@ -42,7 +42,11 @@ class Runtime:
     def engine(self) -> Engine:
         """The database engine, with the schema created on first use."""
         engine = db.make_engine(self.settings.database_url)
-        db.ensure_schema(engine)
+        try:
+            db.ensure_schema(engine)
+        except BaseException:
+            engine.dispose()
+            raise
         return engine
 
     def close(self) -> None:

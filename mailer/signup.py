@@ -14,7 +14,6 @@ from sqlalchemy.orm import Session
 
 from mailer import ledger
 from mailer.enrolment import last_lesson_sent, leave
-from mailer.models import Delivery
 from mailer.timing import SendWindow, first_lesson_due, next_lesson_due, resumed_due
 from mailer.tokens import Tokens
 from subscribers.models import Status, Subscriber
@@ -33,7 +32,7 @@ class SignupRequest:
     """What the sign-up did: the subscriber, and the confirmation to send now (if any)."""
 
     subscriber_id: int | None
-    confirmation: int | None  # a queued ledger row id
+    confirmation: int | None  # the ledger row of a confirmation waiting to go out
 
 
 def request_subscription(
@@ -96,14 +95,15 @@ def _request(
     elif sub.status != Status.PENDING:
         session.rollback()
         return SignupRequest(sub.id, None)
-    last = session.scalar(
-        select(Delivery.sent_at).where(Delivery.subscriber_id == sub.id, Delivery.key == "confirm")
+    queued = ledger.enqueue(
+        session,
+        sub.id,
+        "confirm",
+        message_id(sub.id, "confirm"),
+        now,
+        now,
+        resend_if_sent_before=now - CONFIRM_INTERVAL,
     )
-    again = last is None or last <= now - CONFIRM_INTERVAL
-    queued = None
-    if again:
-        confirm_id = message_id(sub.id, "confirm")
-        queued = ledger.enqueue(session, sub.id, "confirm", confirm_id, now, now, again=True)
     session.commit()
     return SignupRequest(sub.id, queued)
 

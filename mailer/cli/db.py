@@ -32,7 +32,10 @@ def upgrade(rt: Runtime) -> None:
         REKINDLE_DATABASE_URL=postgresql://mail@db/rekindle rekindle-mail db upgrade
     """
     engine = db.make_engine(rt.settings.database_url)
-    before, after = db.upgrade(engine)
+    try:
+        before, after = db.upgrade(engine)
+    finally:
+        engine.dispose()
     if before == after:
         click.echo(f"database already at revision {after}")
     else:

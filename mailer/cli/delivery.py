@@ -8,7 +8,8 @@ from typing import Any
 
 import click
 
-from mailer import dispatch, reports
+from mailer import reports, runs
+from mailer.attempt import SendReport
 from mailer.cli.output import interactive, print_json, table, warn
 from mailer.errors import TransportUnavailable
 from mailer.runtime import Runtime
@@ -38,27 +39,12 @@ def send(rt: Runtime, now_text: str | None, dry_run: bool, as_json: bool) -> Non
     if not dry_run:
         for note in rt.warnings():
             warn(note)
-    with rt.session() as session:
-        composer = rt.composer(session)
-        window = rt.settings.send_window
-        transport = rt.transport()
-        try:
-            with transport, _progress(interactive() and not as_json) as bar:
-                if bar is not None:
-                    bar.length = dispatch.count_due(session, now)
-                report = dispatch.send_due(
-                    session,
-                    transport,
-                    composer,
-                    window,
-                    now,
-                    dry_run=dry_run,
-                    rate_limit=rt.settings.rate_limit,
-                    progress=bar.update if bar is not None else None,
-                )
-        except TransportUnavailable as exc:
-            _print(getattr(exc, "report", dispatch.SendReport()), as_json)
-            raise
+    try:
+        with _progress(interactive() and not as_json) as bar:
+            report = runs.send_run(rt, now, dry_run=dry_run, progress=bar)
+    except TransportUnavailable as exc:
+        _print(getattr(exc, "report", SendReport()), as_json)
+        raise
     _print(report, as_json)
 
 
@@ -72,7 +58,7 @@ def _progress(show: bool) -> Iterator[Any]:
         yield bar
 
 
-def _print(report: dispatch.SendReport, as_json: bool) -> None:
+def _print(report: SendReport, as_json: bool) -> None:
     if as_json:
         print_json(report.as_dict())
     else:
@@ -103,12 +89,31 @@ def status(rt: Runtime, now_text: str | None, as_json: bool) -> None:
     click.echo(f"Subscribers: {summary['total_subscribers']}" + (f" ({listed})" if listed else ""))
     click.echo(f"Due now: {summary['due_now']}; next due: {summary['next_due'] or '-'}")
     click.echo(f"Mail goes to {summary['delivery']}; database {summary['database']}")
-    if summary["deliveries"]:
+    run = summary["last_run"]
+    if run is None:
+        click.echo("Last run: never")
+    else:
+        outcome = run["outcome"] + (f" ({run['message']})" if run["message"] else "")
+        click.echo(
+            f"Last run: {run['started_at']}, {outcome}: sent {run['sent']}, "
+            f"failed {run['failed']}, deferred {run['deferred']}"
+        )
+    keys = sorted({*summary["deliveries"], *summary["due"]}, key=reports.key_order)
+    if keys:
         click.echo()
-        columns = ("sent", "queued", "sending", "deferred", "failed", "cancelled")
+        columns = ("sent", "failed", "deferred", "queued", "sending")
+        empty = dict.fromkeys(columns, 0)
         table(
-            ("KEY", *(c.upper() for c in columns)),
-            ([key, *(counts[c] for c in columns)] for key, counts in summary["deliveries"].items()),
+            ("KEY", "SENT", "FAILED", "DEFERRED", "QUEUED", "SENDING", "DUE NOW", "NEXT 24H"),
+            (
+                [
+                    key,
+                    *(summary["deliveries"].get(key, empty)[c] for c in columns),
+                    summary["due"].get(key, {}).get("now", 0),
+                    summary["due"].get(key, {}).get("next_24h", 0),
+                ]
+                for key in keys
+            ),
         )
     if summary["recent_failures"]:
         click.echo()

@@ -9,6 +9,7 @@ import click
 from sqlalchemy.exc import SQLAlchemyError
 
 from mailer import dispatch, inbound
+from mailer.cli.output import log_to_stderr
 from mailer.errors import DatabaseError, TemporaryError, TransportUnavailable
 from mailer.imap import ImapMailbox
 from mailer.runtime import Runtime
@@ -45,25 +46,25 @@ def inbound_(rt: Runtime, imap_url: str | None, recipient: tuple[str, ...]) -> N
         rekindle-mail inbound < message.eml
         REKINDLE_IMAP_PASSWORD=... rekindle-mail inbound --imap imaps://list@mail.example.org/INBOX
     """
-    logging.basicConfig(level=logging.INFO, format="rekindle-mail inbound: %(message)s")
-    if imap_url is None:
-        try:
+    log_to_stderr("rekindle-mail inbound: %(message)s")
+    try:
+        if imap_url is None:
             _handle(rt, sys.stdin.buffer.read(), recipient)
-        except (DatabaseError, SQLAlchemyError) as exc:
-            # Exit 75 so the MTA keeps the message and offers it again later.
-            reason = " ".join(str(getattr(exc, "orig", None) or exc).split())[:300]
-            raise TemporaryError(f"cannot record the message now: {reason}") from None
-        return
-    mailbox = ImapMailbox(
-        imap_url, password=rt.settings.imap_password, ca_file=rt.settings.tls_ca_file
-    )
-    handled = 0
-    with mailbox:
-        for uid, raw in mailbox.unseen():
-            _handle(rt, raw, recipient)
-            mailbox.mark_seen(uid)
-            handled += 1
-    click.echo(f"handled {handled} message(s) from {mailbox.description}")
+            return
+        mailbox = ImapMailbox(
+            imap_url, password=rt.settings.imap_password, ca_file=rt.settings.tls_ca_file
+        )
+        handled = 0
+        with mailbox:
+            for uid, raw in mailbox.unseen():
+                _handle(rt, raw, recipient)
+                mailbox.mark_seen(uid)
+                handled += 1
+        click.echo(f"handled {handled} message(s) from {mailbox.description}")
+    except (DatabaseError, SQLAlchemyError) as exc:
+        # Exit 75 so the MTA keeps the message (or the mailbox keeps it unseen) for later.
+        reason = " ".join(str(getattr(exc, "orig", None) or exc).split())[:300]
+        raise TemporaryError(f"cannot record the message now: {reason}") from None
 
 
 def _handle(rt: Runtime, raw: bytes, recipients: tuple[str, ...]) -> None:

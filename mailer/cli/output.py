@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -33,3 +34,21 @@ def interactive() -> bool:
 def warn(message: str) -> None:
     """A one-line warning on stderr."""
     click.echo(f"Warning: {message}", err=True)
+
+
+def log_to_stderr(fmt: str, *also: str) -> None:
+    """Send rekindle's own log lines (and those of the loggers `also` names) to stderr.
+
+    Other libraries (Alembic, flufl.bounce) only get to warn.
+    """
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(fmt))
+    for name in ("rekindle", *also):
+        logger = logging.getLogger(name)
+        logger.handlers[:] = [handler]
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    # flufl.bounce logs a traceback whenever one of its heuristic detectors trips on an
+    # odd report; rekindle already logs the outcome in one line.
+    logging.getLogger("flufl.bounce").setLevel(logging.CRITICAL)

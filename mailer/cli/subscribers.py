@@ -109,10 +109,10 @@ def _add_pending(rt: Runtime, session: Session, email: str, name: str | None, tz
         raise click.ClickException(
             f"{address} is pending, but the confirmation failed: {report.failures[0]['reply']}"
         )
-    if report.deferred:
-        click.echo(f"{address} is pending; the confirmation was deferred and will be retried")
-        return
-    click.echo(f"{address} is pending; sent a confirmation via {transport.description}")
+    if report.sent:
+        click.echo(f"{address} is pending; sent a confirmation via {transport.description}")
+    else:
+        click.echo(f"{address} is pending; the confirmation is queued and `send` will retry it")
 
 
 @group.command("import")

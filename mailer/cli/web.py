@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import logging
-
 import click
 
+from mailer.cli.output import log_to_stderr
 from mailer.runtime import Runtime
 
 pass_runtime = click.make_pass_decorator(Runtime)
@@ -33,13 +32,18 @@ def serve(rt: Runtime, host: str, port: int, threads: int) -> None:
 
     from mailer.web import create_app
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    log_to_stderr("%(asctime)s %(name)s %(message)s", "waitress")
     app = create_app(rt)
     click.echo(
         f"serving {rt.course.title} on http://{host}:{port}/ (public URL {rt.settings.base_url})",
         err=True,
     )
-    run_wsgi(app, host=host, port=port, threads=threads, ident="rekindle-mail")
+    try:
+        run_wsgi(app, host=host, port=port, threads=threads, ident="rekindle-mail")
+    except OSError as exc:
+        raise click.ClickException(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}"
+        ) from None
 
 
 COMMANDS = [serve]

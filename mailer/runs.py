@@ -1,0 +1,91 @@
+"""A `send` run as cron and the daemon do it: deliver what is due and record how it went."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from mailer import dispatch, ledger
+from mailer.attempt import SendReport
+from mailer.errors import RekindleError, TransportUnavailable
+from mailer.models import Run
+from mailer.runtime import Runtime
+
+KEEP_RUNS = 1000  # older run records are pruned
+
+
+def send_run(
+    rt: Runtime,
+    now: datetime,
+    *,
+    dry_run: bool = False,
+    progress: Any = None,
+    stop: Callable[[], bool] | None = None,
+) -> SendReport:
+    """Deliver everything due at `now` through the configured transport; record the run.
+
+    `progress` is a click progress bar (or None); `stop` is asked between
+    messages and ends the run early (the message in flight finishes first).
+    Raises TransportUnavailable (exit 75) with `.report` attached.
+    """
+    with rt.session() as session:
+        composer = rt.composer(session)
+        run = None if dry_run else _start(session, now)
+        transport = rt.transport()
+        try:
+            with transport:
+                if progress is not None:
+                    progress.length = dispatch.count_due(session, now)
+                report = dispatch.send_due(
+                    session,
+                    transport,
+                    composer,
+                    rt.settings.send_window,
+                    now,
+                    dry_run=dry_run,
+                    rate_limit=rt.settings.rate_limit,
+                    progress=progress.update if progress is not None else None,
+                    stop=stop,
+                )
+        except TransportUnavailable as exc:
+            _finish(session, run, getattr(exc, "report", SendReport()), "unavailable", str(exc))
+            raise
+        except RekindleError as exc:
+            _finish(session, run, SendReport(), "error", str(exc))
+            raise
+        _finish(session, run, report, "ok", None)
+        return report
+
+
+def _start(session: Session, now: datetime) -> Run:
+    run = Run(started_at=ledger.wall_clock(), clock=now, outcome="running", sent=0, failed=0)
+    run.deferred = 0
+    session.add(run)
+    session.commit()
+    return run
+
+
+def _finish(
+    session: Session, run: Run | None, report: SendReport, outcome: str, message: str | None
+) -> None:
+    if run is None:
+        return
+    session.rollback()
+    run.finished_at = ledger.wall_clock()
+    run.outcome = outcome
+    run.sent, run.failed, run.deferred = report.sent, report.failed, report.deferred
+    run.message = message
+    session.add(run)
+    old = session.scalars(select(Run.id).order_by(Run.id.desc()).offset(KEEP_RUNS)).all()
+    if old:
+        session.execute(delete(Run).where(Run.id.in_(old)))
+    session.commit()
+
+
+def last_run(session: Session) -> Run | None:
+    """The most recent run (finished or not)."""
+    return session.scalar(select(Run).order_by(Run.id.desc()).limit(1))
