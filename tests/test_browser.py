@@ -152,11 +152,7 @@ def console_errors(driver) -> list[str]:
     get_log = getattr(driver, "get_log", None)
     if get_log is None:
         return []
-    return [
-        entry["message"]
-        for entry in get_log("browser")
-        if entry.get("level") == "SEVERE"
-    ]
+    return [entry["message"] for entry in get_log("browser") if entry.get("level") == "SEVERE"]
 
 
 def status(env: dict[str, str]) -> dict:
