@@ -16,6 +16,7 @@ from mailer.models import Run
 from mailer.runtime import Runtime
 
 KEEP_RUNS = 1000  # older run records are pruned
+StopFlag = Callable[[], bool]
 
 
 def send_run(
@@ -24,7 +25,7 @@ def send_run(
     *,
     dry_run: bool = False,
     progress: Any = None,
-    stop: Callable[[], bool] | None = None,
+    stop: StopFlag | None = None,
 ) -> SendReport:
     """Deliver everything due at `now` through the configured transport; record the run.
 

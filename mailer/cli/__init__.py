@@ -10,7 +10,7 @@ import click
 from sqlalchemy.exc import SQLAlchemyError
 
 from mailer import __version__
-from mailer.cli import course, db, delivery, inbound, subscribers, web
+from mailer.cli import course, daemon, db, delivery, inbound, subscribers, web
 from mailer.errors import RekindleError
 from mailer.runtime import Runtime
 
@@ -29,7 +29,7 @@ class RekindleGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (click.ClickException, click.exceptions.Exit, click.Abort):
+        except (click.ClickException, click.exceptions.Exit, click.Abort, BrokenPipeError):
             raise
         except RekindleError as exc:
             if _debug(ctx):
@@ -84,11 +84,17 @@ def cli(ctx: click.Context, config_path: str | None, debug: bool) -> None:
     ctx.call_on_close(ctx.obj.close)
 
 
-for module in (subscribers, course, delivery, db, web, inbound):
+for module in (subscribers, course, delivery, daemon, db, web, inbound):
     for command in module.COMMANDS:
         cli.add_command(command)
 
 
 def main() -> None:
     """Console-script entry point."""
-    sys.exit(cli.main(prog_name="rekindle-mail"))
+    try:
+        code = cli.main(prog_name="rekindle-mail", standalone_mode=True)
+    except BrokenPipeError:
+        # `rekindle-mail subscribers list | head`: the reader left; that is not an error.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 0
+    sys.exit(code)
