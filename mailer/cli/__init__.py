@@ -90,11 +90,5 @@ for module in (subscribers, course, delivery, daemon, db, web, inbound):
 
 
 def main() -> None:
-    """Console-script entry point."""
-    try:
-        code = cli.main(prog_name="rekindle-mail", standalone_mode=True)
-    except BrokenPipeError:
-        # `rekindle-mail subscribers list | head`: the reader left; that is not an error.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        code = 0
-    sys.exit(code)
+    """Console-script entry point (click exits quietly when a reader closes the pipe)."""
+    sys.exit(cli.main(prog_name="rekindle-mail"))
