@@ -33,9 +33,10 @@ class Composer:
             self._builders[key] = MessageBuilder(self.sender, key, content.subject, content)
         return self._builders[key]
 
-    def message_id(self, subscriber_id: int, key: str) -> str:
-        """The ledger Message-ID of (subscriber, key)."""
-        return self.tokens.message_id(subscriber_id, key, self.sender.domain)
+    def message_id(self, subscriber_id: int, key: str, course_round: int = 1) -> str:
+        """The ledger Message-ID of (subscriber, key); a course taken again gets new ones."""
+        tag = key if course_round == 1 else f"r{course_round}/{key}"
+        return self.tokens.message_id(subscriber_id, tag, self.sender.domain)
 
     def unsubscribe_url(self, subscriber_id: int, email: str) -> str:
         """The one-click unsubscribe link for a subscriber."""

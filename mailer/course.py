@@ -30,6 +30,13 @@ class Lesson:
     subject: str
     preheader: str
     source: str
+    reminder: str | None = None  # source of the mid-week nudge, if the lesson has one
+    reminder_subject: str | None = None
+
+    @property
+    def reminder_key(self) -> str:
+        """The ledger key of this lesson's reminder."""
+        return f"reminder-{self.number}"
 
 
 @dataclass(frozen=True)
@@ -61,6 +68,8 @@ class Course:
     stylesheet: str
     lessons: tuple[Lesson, ...]
     notices: dict[str, Notice]
+    reminders: bool = False
+    reminder_after_days: int = 3
 
     @property
     def total(self) -> int:
@@ -114,10 +123,14 @@ def load_course(directory: Path | None = None) -> Course:
         stylesheet=_field(path, "course", meta, "stylesheet"),
         lessons=lessons,
         notices=notices,
+        reminders=_flag(path, meta, "reminders"),
+        reminder_after_days=_days(path, meta),
     )
     for name in (course.layout_html, course.layout_text, course.stylesheet):
         _must_exist(path, directory, name)
-    for source in [lesson.source for lesson in lessons] + [n.source for n in notices.values()]:
+    sources = [lesson.source for lesson in lessons] + [n.source for n in notices.values()]
+    sources += [lesson.reminder for lesson in lessons if lesson.reminder]
+    for source in sources:
         _must_exist(path, directory, source)
     return course
 
@@ -140,6 +153,7 @@ def _lesson(path: Path, number: int, item: object) -> Lesson:
         raise CourseError(
             f"{path}: {where} has key {key!r}; lessons are keyed lesson-1, lesson-2, ..."
         )
+    reminder = _field(path, where, item, "reminder") if "reminder" in item else None
     return Lesson(
         number=number,
         key=key,
@@ -147,7 +161,23 @@ def _lesson(path: Path, number: int, item: object) -> Lesson:
         subject=_field(path, where, item, "subject"),
         preheader=_field(path, where, item, "preheader"),
         source=_field(path, where, item, "source"),
+        reminder=reminder,
+        reminder_subject=_field(path, where, item, "reminder_subject") if reminder else None,
     )
+
+
+def _flag(path: Path, table: dict[str, object], name: str) -> bool:
+    value = table.get(name, False)
+    if not isinstance(value, bool):
+        raise CourseError(f"{path}: [course] {name} must be true or false")
+    return value
+
+
+def _days(path: Path, table: dict[str, object]) -> int:
+    value = table.get("reminder_after_days", 3)
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 6:
+        raise CourseError(f"{path}: [course] reminder_after_days must be a whole number 1-6")
+    return value
 
 
 def _notice(path: Path, key: str, item: object) -> Notice:

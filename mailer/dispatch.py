@@ -12,10 +12,10 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import and_, func, or_, select, tuple_, update
+from sqlalchemy import func, select, tuple_, update
 from sqlalchemy.orm import Session
 
-from mailer import ledger
+from mailer import ledger, queued
 from mailer.attempt import Attempt, Pacer, SendReport, deliver
 from mailer.compose import Composer
 from mailer.errors import TransportUnavailable
@@ -27,10 +27,6 @@ from subscribers.models import Status, Subscriber
 __all__ = ["SendReport", "count_due", "deliver_now", "send_due"]
 
 BATCH = 500
-# A confirmation or welcome that cannot be delivered within two days is given up.
-NOTICE_LIFETIME = timedelta(days=2)
-# Who may receive a queued message, by key.
-AUDIENCE = {"confirm": Status.PENDING, "welcome": Status.ACTIVE}
 
 
 def due_subscribers(session: Session, now: datetime) -> Iterator[Any]:
@@ -42,6 +38,8 @@ def due_subscribers(session: Session, now: datetime) -> Iterator[Any]:
         Subscriber.timezone,
         Subscriber.next_lesson,
         Subscriber.next_due_at,
+        Subscriber.course_round,
+        Subscriber.reminders,
     )
     after: tuple[datetime, int] | None = None
     while True:
@@ -61,18 +59,6 @@ def due_subscribers(session: Session, now: datetime) -> Iterator[Any]:
         after = (rows[-1].next_due_at, rows[-1].id)
 
 
-def _ready(now: datetime) -> Any:
-    """Queued or deferred ledger rows (not lessons) whose time has come."""
-    return and_(
-        Delivery.status.in_((DeliveryStatus.QUEUED, DeliveryStatus.DEFERRED)),
-        ~Delivery.key.like("lesson-%"),
-        or_(
-            Delivery.next_attempt_at <= now,
-            and_(Delivery.next_attempt_at.is_(None), Delivery.due_at <= now),
-        ),
-    )
-
-
 def count_due(session: Session, now: datetime) -> int:
     """How many messages are due (for progress bars)."""
     lessons = session.scalar(
@@ -80,8 +66,8 @@ def count_due(session: Session, now: datetime) -> int:
         .select_from(Subscriber)
         .where(Subscriber.status == Status.ACTIVE, Subscriber.next_due_at <= now)
     )
-    queued = session.scalar(select(func.count()).select_from(Delivery).where(_ready(now)))
-    return int(lessons or 0) + int(queued or 0)
+    waiting = session.scalar(select(func.count()).select_from(Delivery).where(queued.ready(now)))
+    return int(lessons or 0) + int(waiting or 0)
 
 
 def send_due(
@@ -106,18 +92,19 @@ def send_due(
     report = SendReport(dry_run=dry_run)
     pacer = Pacer(rate_limit)
     try:
-        ids = session.scalars(select(Delivery.id).where(_ready(now)).order_by(Delivery.id)).all()
-        session.commit()
-        for delivery_id in ids:
-            if stop and stop():
-                return report
-            if progress:
-                progress(1)
-            if dry_run:
-                report.sent += 1
-                continue
-            pacer.wait()
-            _send_queued(session, transport, composer, delivery_id, now, report)
+        finished = queued.send_queued(
+            session,
+            transport,
+            composer,
+            window,
+            now,
+            report,
+            pacer,
+            stop=stop,
+            progress=progress,
+        )
+        if not finished:
+            return report
         for sub in due_subscribers(session, now):
             if stop and stop():
                 return report
@@ -135,47 +122,8 @@ def deliver_now(
 ) -> SendReport:
     """Send one queued message at once (a confirmation right after the form is posted)."""
     report = SendReport()
-    _send_queued(session, transport, composer, delivery_id, now, report)
+    queued.deliver_queued(session, transport, composer, delivery_id, now, report)
     return report
-
-
-def _send_queued(
-    session: Session,
-    transport: Transport,
-    composer: Composer,
-    delivery_id: int,
-    now: datetime,
-    report: SendReport,
-) -> None:
-    claim = ledger.claim_row(session, delivery_id, now)
-    if claim is None:
-        report.busy += 1
-        return
-    row = session.execute(
-        select(Delivery.key, Subscriber.id, Subscriber.email, Subscriber.name, Subscriber.status)
-        .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
-        .where(Delivery.id == delivery_id)
-    ).one()
-    audience = AUDIENCE.get(row.key)
-    if audience is None or row.status != audience:
-        ledger.cancel(session, claim, now, f"not sent: the subscriber is {row.status}")
-        session.commit()
-        return
-    try:
-        message = composer.compose(
-            row.key,
-            subscriber_id=row.id,
-            email=row.email,
-            name=row.name,
-            date=now,
-            message_id=composer.message_id(row.id, row.key),
-        )
-    except Exception:
-        ledger.release(session, claim, now, "could not be rendered")
-        session.commit()
-        raise
-    attempt = Attempt(claim, row.id, message, give_up_at=claim.due_at + NOTICE_LIFETIME)
-    deliver(session, transport, attempt, now, report)
 
 
 def _send_lesson(
@@ -205,7 +153,7 @@ def _send_lesson(
         else:
             report.waiting += 1
         return
-    message_id = composer.message_id(sub.id, key)
+    message_id = composer.message_id(sub.id, key, sub.course_round)
     got = ledger.claim(session, sub.id, key, message_id, sub.next_due_at, now)
     if isinstance(got, ledger.Unavailable):
         _unavailable(session, got, sub, week, course.total, window, zone, now, report)
@@ -216,6 +164,7 @@ def _send_lesson(
 
     def sent() -> None:
         _advance(session, sub.id, week, course.total, next_lesson_due(now, window, zone), now)
+        queued.queue_reminder(session, composer, sub, week, now, window, zone)
 
     def failed() -> None:
         due = max(next_lesson_due(got.due_at, window, zone), window.next_opening(now, zone))

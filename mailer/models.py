@@ -74,3 +74,18 @@ class Run(Base):
     message: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (Index("ix_runs_started_at", "started_at"),)
+
+
+class Broadcast(Base):
+    """A one-off newsletter: Markdown in the course layout, sent to a segment once."""
+
+    __tablename__ = "broadcasts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    subject: Mapped[str] = mapped_column(String(200))
+    body: Mapped[str] = mapped_column(Text)  # Markdown (with {{ first_name }} etc.)
+    segment: Mapped[str] = mapped_column(String(16))  # active, completed or all
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    queued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    send_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    recipients: Mapped[int] = mapped_column(Integer, default=0)

@@ -12,7 +12,7 @@ from markdown_it import MarkdownIt
 from markupsafe import Markup, escape
 
 from mailer.course import Course, Lesson
-from mailer.errors import CourseError
+from mailer.errors import CourseError, NotFound
 from mailer.plaintext import render_text
 
 # Per-recipient values; lessons and layouts write {{ first_name }} etc. and
@@ -20,6 +20,7 @@ from mailer.plaintext import render_text
 SLOTS = ("first_name", "email", "unsubscribe_url", "confirm_url")
 _SLOT = re.compile(r"\{\{(" + "|".join(SLOTS) + r")\}\}")
 _MARKERS = {name: "{{" + name + "}}" for name in SLOTS}
+BROADCAST_FOOTER = "You are receiving this because you subscribed to {course}."
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
 
 
@@ -100,6 +101,11 @@ class Renderer:
         )
         self._cache: dict[str, Rendered] = {}
 
+    @property
+    def rendered(self) -> frozenset[str]:
+        """The keys rendered so far."""
+        return frozenset(self._cache)
+
     def lesson(self, week: int) -> Rendered:
         """Lesson `week` rendered (once per Renderer)."""
         lesson = self.course.lesson(week)
@@ -121,11 +127,46 @@ class Renderer:
             )
         return self._cache[key]
 
+    def reminder(self, week: int) -> Rendered:
+        """The mid-week reminder of lesson `week` (NotFound if it has none)."""
+        lesson = self.course.lesson(week)
+        if lesson.reminder is None or lesson.reminder_subject is None:
+            raise NotFound(f"lesson {week} has no reminder")
+        key = lesson.reminder_key
+        if key not in self._cache:
+            self._cache[key] = self._render(
+                key,
+                lesson.reminder_subject,
+                lesson.reminder,
+                title=lesson.title,
+                preheader=lesson.reminder_subject,
+                week=week,
+            )
+        return self._cache[key]
+
+    def broadcast(self, key: str, subject: str, body: str) -> Rendered:
+        """A newsletter: Markdown `body` in the course layout (once per key)."""
+        if key not in self._cache:
+            self._cache[key] = self._render(
+                key,
+                subject,
+                None,
+                source_text=body,
+                title=subject,
+                preheader="",
+                footer=BROADCAST_FOOTER.format(course=self.course.title),
+            )
+        return self._cache[key]
+
     def message(self, key: str) -> Rendered:
-        """Whatever `key` names: 'lesson-N' or a notice."""
+        """Whatever `key` names: 'lesson-N', 'reminder-N', a notice, or a broadcast seen before."""
         kind, _, number = key.partition("-")
         if kind == "lesson" and number.isdigit():
             return self.lesson(int(number))
+        if kind == "reminder" and number.isdigit():
+            return self.reminder(int(number))
+        if kind == "broadcast" and key in self._cache:
+            return self._cache[key]
         return self.notice(key)
 
     def _render_lesson(self, lesson: Lesson) -> Rendered:
@@ -145,8 +186,9 @@ class Renderer:
         self,
         key: str,
         subject: str,
-        source_name: str,
+        source_name: str | None,
         *,
+        source_text: str | None = None,
         title: str,
         preheader: str,
         week: int | None = None,
@@ -168,7 +210,10 @@ class Renderer:
             "footer": footer,
             "lesson_titles": [lesson.title for lesson in course.lessons],
         }
-        source = self._template(source_name, context)
+        if source_name is not None:
+            source = self._template(source_name, context)
+        else:
+            source = self._from_string(source_text or "", context)
         tokens = self._markdown.parse(source)
         body_text = _unquote_markers(render_text(tokens).rstrip("\n"))
         rendered = self._markdown.renderer.render(tokens, self._markdown.options, {})
@@ -197,6 +242,14 @@ class Renderer:
             raise CourseError(f"{name}: template {exc.name!r} not found") from None
         except jinja2.TemplateError as exc:
             raise CourseError(f"{name}: {exc}") from None
+
+    def _from_string(self, text: str, context: Mapping[str, object]) -> str:
+        try:
+            return self._env.from_string(text).render(context)
+        except jinja2.TemplateSyntaxError as exc:
+            raise CourseError(f"the body, line {exc.lineno}: {exc.message}") from None
+        except jinja2.TemplateError as exc:
+            raise CourseError(f"the body: {exc}") from None
 
     def _read(self, name: str) -> str:
         try:

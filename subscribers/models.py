@@ -6,7 +6,7 @@ import enum
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import DateTime, Index, Integer, String, func
+from sqlalchemy import Boolean, DateTime, Index, Integer, String, func, true
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -68,6 +68,10 @@ class Subscriber(Base):
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     next_lesson: Mapped[int | None] = mapped_column(Integer)
     next_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Which time through the course this is (restart and jump back start a new round).
+    course_round: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    # Mid-week practice reminders, unless the subscriber asked not to have them.
+    reminders: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
 
     __table_args__ = (
         Index("uq_subscribers_email", func.lower(email), unique=True),

@@ -168,6 +168,10 @@ class MailServer:
     def keys(self, address: str) -> list[str]:
         return [str(m.message["X-Rekindle-Key"]) for m in self.to(address)]
 
+    def lessons(self, address: str) -> list[str]:
+        """The course lessons `address` received, in order (reminders and notices left out)."""
+        return [key for key in self.keys(address) if key.startswith("lesson-")]
+
 
 def password_checker(user: str, password: str) -> Callable[..., AuthResult]:
     """An aiosmtpd authenticator accepting one user."""

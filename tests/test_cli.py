@@ -375,7 +375,9 @@ def test_status_reports_subscribers_deliveries_due_and_failures(env, smtp_server
     }
     lesson1 = summary["deliveries"]["lesson-1"]
     assert (lesson1["sent"], lesson1["failed"]) == (2, 1)
-    assert [k for k in summary["deliveries"]] == ["lesson-1"]
+    # Each lesson sent queues its mid-week reminder for later in the week.
+    assert list(summary["deliveries"]) == ["lesson-1", "reminder-1"]
+    assert summary["deliveries"]["reminder-1"]["queued"] == lesson1["sent"]
     assert summary["due_now"] == 0
     assert datetime.fromisoformat(summary["next_due"]) == datetime.fromisoformat(
         "2026-03-09T09:00:00+00:00"

@@ -221,7 +221,7 @@ def test_a_bounce_report_marks_the_failed_recipient_bounced_and_send_skips_them(
     again = run(mail_env, "send", "--now", "2026-03-09T09:30:00+00:00", "--json")
     assert again.exit_code == 0, again.output
     assert smtp_server.to(address) == []
-    assert smtp_server.keys(BYSTANDER) == ["lesson-1", "lesson-2"]
+    assert smtp_server.lessons(BYSTANDER) == ["lesson-1", "lesson-2"]
 
 
 def test_a_bounce_report_does_not_change_someone_who_left(mail_env):
