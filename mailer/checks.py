@@ -20,7 +20,7 @@ WORDS = (250, 450)
 
 def sample(renderer: Renderer, settings: Settings, week: int) -> tuple[str, str]:
     """(text, html) of lesson `week` as a sample subscriber would get it."""
-    return _sample_parts(renderer, settings, renderer.course.lesson(week).key)
+    return sample_message(renderer, settings, renderer.course.lesson(week).key)
 
 
 def _recipient(renderer: Renderer, settings: Settings) -> Recipient:
@@ -32,7 +32,8 @@ def _recipient(renderer: Renderer, settings: Settings) -> Recipient:
     )
 
 
-def _sample_parts(renderer: Renderer, settings: Settings, key: str) -> tuple[str, str]:
+def sample_message(renderer: Renderer, settings: Settings, key: str) -> tuple[str, str]:
+    """(text, html) of any message `key` as a sample subscriber would get it."""
     return renderer.message(key).personalise(_recipient(renderer, settings))
 
 
@@ -59,7 +60,7 @@ def check_course(renderer: Renderer, settings: Settings) -> CourseCheck:
             )
     for key in course.notices:
         _check_message(renderer, settings, key, f"message {key!r}")
-    confirm_text, confirm_html = _sample_parts(renderer, settings, "confirm")
+    confirm_text, confirm_html = sample_message(renderer, settings, "confirm")
     if "/confirm/sample" not in confirm_text or "/confirm/sample" not in confirm_html:
         raise CourseError("message 'confirm' must show {{ confirm_url }} in both parts")
     return result

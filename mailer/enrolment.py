@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from mailer.errors import Conflict, NotFound
@@ -144,14 +144,20 @@ def pause(session: Session, email: str, now: datetime) -> Subscriber:
 
 
 def last_lesson_sent(session: Session, subscriber_id: int) -> datetime | None:
-    """When the subscriber's most recent lesson went out."""
+    """When the subscriber's most recent lesson went out (in any round of the course)."""
     return session.scalar(
         select(func.max(Delivery.sent_at)).where(
             Delivery.subscriber_id == subscriber_id,
-            Delivery.key.like("lesson-%"),
+            or_(Delivery.key.like("lesson-%"), Delivery.key.like("r%/lesson-%")),
             Delivery.status == DeliveryStatus.SENT,
         )
     )
+
+
+def earliest_next_lesson(session: Session, sub: Subscriber, window: SendWindow) -> datetime | None:
+    """Rule 2: the next lesson may not go before the window a week after the last one."""
+    last = last_lesson_sent(session, sub.id)
+    return next_lesson_due(last, window, ZoneInfo(sub.timezone)) if last else None
 
 
 def resume(session: Session, email: str, now: datetime, window: SendWindow) -> Subscriber:
@@ -160,8 +166,7 @@ def resume(session: Session, email: str, now: datetime, window: SendWindow) -> S
     if sub.status not in (Status.PAUSED, Status.BOUNCED):
         raise Conflict(f"{sub.email} is {sub.status}: only paused or bounced subscribers resume")
     zone = ZoneInfo(sub.timezone)
-    last = last_lesson_sent(session, sub.id)
-    earliest = next_lesson_due(last, window, zone) if last else None
+    earliest = earliest_next_lesson(session, sub, window)
     if sub.status == Status.BOUNCED and sub.next_lesson:
         # The operator vouches the address works again: retry the lesson that bounced.
         session.execute(

@@ -13,8 +13,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from mailer import ledger
-from mailer.enrolment import last_lesson_sent, leave
-from mailer.timing import SendWindow, first_lesson_due, next_lesson_due, resumed_due
+from mailer.enrolment import earliest_next_lesson, leave
+from mailer.timing import SendWindow, first_lesson_due, resumed_due
 from mailer.tokens import Tokens
 from subscribers.models import Status, Subscriber
 from subscribers.validation import check_timezone, clean_name, normalize_email
@@ -160,8 +160,7 @@ def confirm_subscription(
         sub.next_lesson = 1
         sub.next_due_at = first_lesson_due(now, window, zone)
     elif sub.next_lesson is not None:
-        last = last_lesson_sent(session, sub.id)
-        earliest = next_lesson_due(last, window, zone) if last else None
+        earliest = earliest_next_lesson(session, sub, window)
         sub.next_due_at = resumed_due(earliest, now, window, zone)
     welcome = ledger.enqueue(session, sub.id, "welcome", message_id(sub.id, "welcome"), now, now)
     session.commit()

@@ -10,7 +10,17 @@ import click
 from sqlalchemy.exc import SQLAlchemyError
 
 from mailer import __version__
-from mailer.cli import course, daemon, db, delivery, inbound, subscribers, web
+from mailer.cli import (
+    broadcast,
+    course,
+    daemon,
+    db,
+    delivery,
+    inbound,
+    progress,
+    subscribers,
+    web,
+)
 from mailer.errors import RekindleError
 from mailer.runtime import Runtime
 
@@ -84,7 +94,7 @@ def cli(ctx: click.Context, config_path: str | None, debug: bool) -> None:
     ctx.call_on_close(ctx.obj.close)
 
 
-for module in (subscribers, course, delivery, daemon, db, web, inbound):
+for module in (subscribers, progress, course, delivery, daemon, broadcast, db, web, inbound):
     for command in module.COMMANDS:
         cli.add_command(command)
 

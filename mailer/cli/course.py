@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from mailer import checks, enrolment
+from mailer import checks, enrolment, progress
 from mailer.cli.output import print_json, table, warn
 from mailer.errors import NotFound, TransportUnavailable
 from mailer.runtime import Runtime
@@ -77,20 +77,34 @@ def check(rt: Runtime) -> None:
 
 
 @click.command("preview")
-@click.argument("week", type=int)
+@click.argument("week", type=int, required=False)
 @click.option("--text", "as_text", is_flag=True, help="The plain-text part instead of the HTML.")
 @click.option(
     "-o", "--output", type=click.Path(dir_okay=False, allow_dash=True), help="Write to FILE."
 )
+@click.option(
+    "--timeline",
+    "timeline_of",
+    metavar="EMAIL",
+    help="Instead: when each remaining lesson and reminder will reach EMAIL.",
+)
 @pass_runtime
-def preview(rt: Runtime, week: int, as_text: bool, output: str | None) -> None:
-    """Render lesson WEEK for a sample subscriber (HTML by default).
+def preview(
+    rt: Runtime, week: int | None, as_text: bool, output: str | None, timeline_of: str | None
+) -> None:
+    """Render lesson WEEK for a sample subscriber (HTML by default), or show a timeline.
 
     Example:
 
     \b
         rekindle-mail preview 3 -o week3.html
+        rekindle-mail preview --timeline ada@example.org
     """
+    if timeline_of:
+        _timeline(rt, timeline_of)
+        return
+    if week is None:
+        raise click.UsageError("give a WEEK to preview, or --timeline EMAIL")
     text, html = checks.sample(rt.renderer, rt.settings, week)
     body = text if as_text else html
     body = body.replace("\r\n", "\n")
@@ -101,34 +115,73 @@ def preview(rt: Runtime, week: int, as_text: bool, output: str | None) -> None:
         click.echo(body, nl=False)
 
 
+def _timeline(rt: Runtime, email: str) -> None:
+    with rt.session() as session:
+        sub, planned = progress.timeline(
+            session, email, rt.course, rt.settings.send_window, rt.now()
+        )
+    if not planned:
+        click.echo(f"{sub.email} is {sub.status}: nothing more is scheduled")
+        return
+    if sub.status == "paused":
+        click.echo(f"{sub.email} is paused; if resumed now:")
+    subjects = {lesson.key: lesson.subject for lesson in rt.course.lessons}
+    subjects |= {lesson.reminder_key: lesson.reminder_subject or "" for lesson in rt.course.lessons}
+    table(
+        ("WHEN", "ZONE", "KEY", "SUBJECT"),
+        (
+            (f"{p.at:%a %Y-%m-%d %H:%M}", sub.timezone, p.key, subjects.get(p.key, ""))
+            for p in planned
+        ),
+    )
+
+
 @click.command("test-send")
 @click.argument("email")
-@click.argument("week", type=int)
+@click.argument("week", type=int, required=False)
+@click.option("--all", "everything", is_flag=True, help="The whole course, every message.")
 @pass_runtime
-def test_send(rt: Runtime, email: str, week: int) -> None:
-    """Send lesson WEEK to EMAIL now, outside the schedule and the ledger.
+def test_send(rt: Runtime, email: str, week: int | None, everything: bool) -> None:
+    """Send lesson WEEK (or, with --all, the whole course) to EMAIL now.
 
-    If EMAIL is a subscriber, the message is personalised for them.
+    Outside the schedule and the ledger: nothing is recorded. If EMAIL is a
+    subscriber, the messages are personalised for them. --all sends the
+    confirmation, the welcome, and every lesson with its reminder, in order,
+    so you can read the course as a subscriber will.
 
     Example:
 
     \b
         rekindle-mail test-send me@example.org 1
+        rekindle-mail test-send me@example.org --all
     """
+    if everything == (week is not None):
+        raise click.UsageError("give either a WEEK or --all")
     address = normalize_email(email)
-    rt.course.lesson(week)
+    course = rt.course
+    if week is not None:
+        keys = [course.lesson(week).key]
+    else:
+        keys = [key for key in ("confirm", "welcome") if key in course.notices]
+        for lesson in course.lessons:
+            keys.append(lesson.key)
+            if lesson.reminder:
+                keys.append(lesson.reminder_key)
     with rt.session() as session:
         composer = rt.composer(session)
         try:
-            sub = enrolment.find_subscriber(session, address)
-            name = clean_name(sub.name)
+            name = clean_name(enrolment.find_subscriber(session, address).name)
         except NotFound:
             name = None
-    message = composer.lesson(week, subscriber_id=None, email=address, name=name, date=rt.now())
+    messages = [
+        composer.compose(key, subscriber_id=None, email=address, name=name, date=rt.now())
+        for key in keys
+    ]
     transport = rt.transport()
     try:
         with transport:
-            transport.send(message)
+            for message in messages:
+                transport.send(message)
     except TemporaryFailure as exc:
         raise TransportUnavailable(
             f"{transport.description} deferred the message: {exc.reply}"
@@ -137,7 +190,8 @@ def test_send(rt: Runtime, email: str, week: int) -> None:
         raise click.ClickException(
             f"{transport.description} refused the message: {exc.reply}"
         ) from None
-    click.echo(f"sent lesson {week} to {address} via {transport.description}")
+    what = f"lesson {week}" if week is not None else f"the whole course ({len(keys)} messages)"
+    click.echo(f"sent {what} to {address} via {transport.description}")
 
 
 COMMANDS = [group, preview, test_send]

@@ -8,10 +8,11 @@ from typing import Any
 
 import click
 
-from mailer import reports, runs
+from mailer import failures, reports, runs
 from mailer.attempt import SendReport
 from mailer.cli.output import interactive, print_json, table, warn
 from mailer.errors import TransportUnavailable
+from mailer.models import DeliveryStatus
 from mailer.runtime import Runtime
 
 pass_runtime = click.make_pass_decorator(Runtime)
@@ -22,8 +23,15 @@ NOW_HELP = "Behave as if the clock read this ISO-8601 instant (overrides REKINDL
 @click.option("--now", "now_text", metavar="INSTANT", help=NOW_HELP)
 @click.option("--dry-run", is_flag=True, help="Report what is due without sending or recording.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as a JSON object.")
+@click.option(
+    "--retry-failed",
+    is_flag=True,
+    help="First put failed deliveries (not to bounced people) back in the queue.",
+)
 @pass_runtime
-def send(rt: Runtime, now_text: str | None, dry_run: bool, as_json: bool) -> None:
+def send(
+    rt: Runtime, now_text: str | None, dry_run: bool, as_json: bool, retry_failed: bool
+) -> None:
     """Deliver every lesson that is due now, then print a one-line summary.
 
     Meant for cron: run it as often as you like (every 15 minutes is typical);
@@ -39,6 +47,13 @@ def send(rt: Runtime, now_text: str | None, dry_run: bool, as_json: bool) -> Non
     if not dry_run:
         for note in rt.warnings():
             warn(note)
+    if retry_failed and not dry_run:
+        with rt.session() as session:
+            retry = failures.retry_failed(session, now, rt.settings.send_window)
+        for skipped in retry.skipped:
+            warn(f"not retried: {skipped}")
+        if retry.requeued:
+            click.echo(f"put {len(retry.requeued)} failed deliveries back in the queue", err=True)
     try:
         with _progress(interactive() and not as_json) as bar:
             report = runs.send_run(rt, now, dry_run=dry_run, progress=bar)
@@ -122,4 +137,56 @@ def status(rt: Runtime, now_text: str | None, as_json: bool) -> None:
             click.echo(f"  {f['at']}  {f['email']}  {f['key']}  {f['status']}: {f['reply']}")
 
 
-COMMANDS = [send, status]
+@click.group("deliveries")
+def deliveries() -> None:
+    """Look into individual deliveries.
+
+    Example:
+
+    \b
+        rekindle-mail deliveries list --failed
+    """
+
+
+@deliveries.command("list")
+@click.option("--failed", is_flag=True, help="Only failed deliveries (same as --status failed).")
+@click.option(
+    "--status",
+    "status_",
+    type=click.Choice([s.value for s in DeliveryStatus]),
+    help="Only deliveries in this state.",
+)
+@click.option("--key", help="Only this message, e.g. lesson-3 or broadcast-2.")
+@click.option("--limit", type=click.IntRange(min=1), default=1000, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
+@pass_runtime
+def deliveries_list(
+    rt: Runtime, failed: bool, status_: str | None, key: str | None, limit: int, as_json: bool
+) -> None:
+    """List deliveries, newest first, with the mail server's last reply.
+
+    After fixing what made them fail, `send --retry-failed` puts failed ones
+    back in the queue.
+
+    Example:
+
+    \b
+        rekindle-mail deliveries list --failed --json
+    """
+    with rt.session() as session:
+        rows = failures.list_deliveries(
+            session, status=DeliveryStatus.FAILED if failed else status_, key=key, limit=limit
+        )
+    if as_json:
+        print_json(rows)
+        return
+    table(
+        ("WHEN", "EMAIL", "KEY", "STATUS", "ATTEMPTS", "LAST REPLY"),
+        (
+            (r["updated_at"], r["email"], r["key"], r["status"], r["attempts"], r["last_reply"])
+            for r in rows
+        ),
+    )
+
+
+COMMANDS = [send, status, deliveries]
