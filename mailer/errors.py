@@ -12,6 +12,7 @@ __all__ = [
     "Conflict",
     "CourseError",
     "DatabaseError",
+    "DatabaseUnavailable",
     "InvalidInput",
     "NotFound",
     "RekindleError",
@@ -37,6 +38,10 @@ class TemporaryError(RekindleError):
     """Nothing is wrong with the request, but it cannot be done now: try again later (75)."""
 
     exit_code = EX_TEMPFAIL
+
+
+class DatabaseUnavailable(TemporaryError):
+    """The database could not be reached (restarting, network cut): try again later."""
 
 
 class TransportUnavailable(TemporaryError):

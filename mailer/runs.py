@@ -7,11 +7,12 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, select
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
 from mailer import dispatch, ledger
 from mailer.attempt import SendReport
-from mailer.errors import RekindleError, TransportUnavailable
+from mailer.errors import DatabaseUnavailable, RekindleError, TransportUnavailable
 from mailer.models import Run
 from mailer.runtime import Runtime
 
@@ -33,6 +34,21 @@ def send_run(
     messages and ends the run early (the message in flight finishes first).
     Raises TransportUnavailable (exit 75) with `.report` attached.
     """
+    try:
+        return _send_run(rt, now, dry_run=dry_run, progress=progress, stop=stop)
+    except (OperationalError, InterfaceError) as exc:
+        reason = " ".join(str(exc.orig or exc).split())[:300]
+        raise DatabaseUnavailable(f"the database cannot be reached: {reason}") from None
+
+
+def _send_run(
+    rt: Runtime,
+    now: datetime,
+    *,
+    dry_run: bool,
+    progress: Any,
+    stop: StopFlag | None,
+) -> SendReport:
     with rt.session() as session:
         composer = rt.composer(session)
         run = None if dry_run else _start(session, now)
