@@ -75,6 +75,9 @@ def retry_failed(session: Session, now: datetime, window: SendWindow) -> Retry:
         if sub.status in (Status.BOUNCED, Status.UNSUBSCRIBED):
             result.skipped.append(f"{label} (the subscriber is {sub.status})")
             continue
+        if "/" in delivery.key:  # archived by restart or jump
+            result.skipped.append(f"{label} (from an earlier round of the course)")
+            continue
         lesson = delivery.key.startswith("lesson-")
         if lesson and not _rewind(session, sub, delivery, now, window):
             result.skipped.append(f"{label} (the course has moved on past it)")

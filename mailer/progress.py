@@ -68,10 +68,12 @@ def jump(
     return sub
 
 
-def set_reminders(session: Session, email: str, on: bool) -> Subscriber:
-    """Switch mid-week reminders on or off for one subscriber; commits."""
+def set_reminders(session: Session, email: str, on: bool, now: datetime) -> Subscriber:
+    """Switch mid-week reminders on or off for one subscriber (off cancels queued ones)."""
     sub = find_subscriber(session, email)
     sub.reminders = on
+    if not on:
+        _cancel_reminders(session, sub, now)
     session.commit()
     return sub
 
@@ -93,8 +95,9 @@ def timeline(
     """
     sub = find_subscriber(session, email)
     zone = ZoneInfo(sub.timezone)
-    if sub.status not in (Status.ACTIVE, Status.PAUSED) or sub.next_lesson is None:
+    if sub.status not in (Status.ACTIVE, Status.PAUSED, Status.COMPLETED):
         return sub, []
+    reminders = course.reminders and sub.reminders
     planned = [
         Planned(key, (due if due > now else now).astimezone(zone))
         for key, due in session.execute(
@@ -104,7 +107,10 @@ def timeline(
                 Delivery.status.in_((DeliveryStatus.QUEUED, DeliveryStatus.DEFERRED)),
             )
         )
+        if reminders
     ]
+    if sub.status == Status.COMPLETED or sub.next_lesson is None:
+        return sub, sorted(planned, key=lambda p: p.at)  # lesson 6's nudge may still be due
     if sub.status == Status.PAUSED or sub.next_due_at is None:
         due = resumed_due(earliest_next_lesson(session, sub, window), now, window, zone)
     else:
@@ -114,7 +120,7 @@ def timeline(
             due = now if window.is_open(now, zone) else window.next_opening(now, zone)
         lesson = course.lesson(week)
         planned.append(Planned(lesson.key, due.astimezone(zone)))
-        if course.reminders and sub.reminders and lesson.reminder:
+        if reminders and lesson.reminder:
             nudge_day = due.astimezone(zone).date() + timedelta(days=course.reminder_after_days)
             nudge = window.opens_on(nudge_day, zone).astimezone(zone)
             planned.append(Planned(lesson.reminder_key, nudge))

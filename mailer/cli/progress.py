@@ -62,7 +62,7 @@ def reminders(rt: Runtime, email: str, switch: str) -> None:
         rekindle-mail subscribers reminders ada@example.org off
     """
     with rt.session() as session:
-        sub = progress.set_reminders(session, email, switch == "on")
+        sub = progress.set_reminders(session, email, switch == "on", rt.now())
         click.echo(f"mid-week reminders {switch} for {sub.email}")
 
 
