@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, insert, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from mailer.compose import Composer
@@ -64,6 +65,27 @@ def queue(
             f"for {broadcast.recipients} subscribers"
         )
     key = key_of(broadcast_id)
+    try:
+        total = _insert_rows(session, composer, broadcast, key, send_at, now)
+        broadcast.queued_at = now
+        broadcast.send_at = send_at
+        broadcast.recipients = total
+        session.commit()
+    except IntegrityError:  # another `broadcast send` of the same id got there first
+        session.rollback()
+        raise Conflict(f"broadcast {broadcast_id} was already queued") from None
+    return broadcast
+
+
+def _insert_rows(
+    session: Session,
+    composer: Composer,
+    broadcast: Broadcast,
+    key: str,
+    send_at: datetime,
+    now: datetime,
+) -> int:
+    """One queued ledger row per subscriber in the segment, inserted in batches."""
     query = (
         select(Subscriber.id)
         .where(Subscriber.status.in_(SEGMENTS[broadcast.segment]))
@@ -90,11 +112,7 @@ def queue(
     if batch:
         session.execute(insert(Delivery), batch)
         total += len(batch)
-    broadcast.queued_at = now
-    broadcast.send_at = send_at
-    broadcast.recipients = total
-    session.commit()
-    return broadcast
+    return total
 
 
 def overview(session: Session) -> list[dict[str, Any]]:

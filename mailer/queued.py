@@ -58,7 +58,7 @@ def send_queued(
 ) -> bool:
     """Send every ready queued message; False when `stop` ended the loop early."""
     rows = session.execute(
-        select(Delivery.id, Delivery.key, Subscriber.timezone)
+        select(Delivery.id, Delivery.key, Delivery.subscriber_id, Subscriber.timezone)
         .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
         .where(ready(now))
         .order_by(Delivery.id)
@@ -76,7 +76,10 @@ def send_queued(
                 report.waiting += 1
                 continue
         if report.dry_run:
-            report.sent += 1
+            sub = session.get(Subscriber, row.subscriber_id)
+            course = composer.renderer.course
+            if sub is not None and refusal(row.key, sub, course, now) is None:
+                report.sent += 1
             continue
         pacer.wait()
         deliver_queued(session, transport, composer, row.id, now, report)
