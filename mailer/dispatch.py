@@ -1,8 +1,9 @@
 """`send_due`: deliver every message that is due now, following SPEC §4 and §5.
 
-Two kinds of work: queued ledger rows (confirmations, welcomes) that go out as
-soon as they are ready, and course lessons, found from each subscriber's cursor
-(next lesson, next due time) and sent only inside their local send window.
+Two kinds of work: queued ledger rows (confirmations and welcomes at once;
+reminders and broadcasts inside the send window, see `queued`), and course
+lessons, found from each subscriber's cursor (next lesson, next due time) and
+sent only inside their local send window.
 """
 
 from __future__ import annotations
