@@ -18,6 +18,23 @@ from typing import Any
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 
+# Every header a lesson carries (when no Reply-To is configured).
+LESSON_HEADERS = frozenset(
+    {
+        "from",
+        "to",
+        "subject",
+        "date",
+        "message-id",
+        "list-id",
+        "list-unsubscribe",
+        "list-unsubscribe-post",
+        "x-rekindle-key",
+        "mime-version",
+        "content-type",
+    }
+)
+
 
 def free_port() -> int:
     """A TCP port nobody listens on right now (aiosmtpd cannot bind port 0 itself)."""

@@ -25,7 +25,7 @@ from mailer.course import load_course
 from mailer.message import MessageBuilder, Sender, address, header
 from mailer.render import Renderer
 from mailer.tokens import Tokens
-from mailserver import MailServer, Received
+from mailserver import LESSON_HEADERS, MailServer, Received
 
 ADDED = "2026-03-01T12:00:00+00:00"  # a Sunday noon: before the first window
 SEND = "2026-03-02T10:00:00+00:00"  # Monday 10:00 UTC: inside the 09:00-20:00 window
@@ -34,19 +34,7 @@ POSTAL = "Rekindle, 1 Example Street, Springfield"
 MANIFEST = Path(__file__).resolve().parent.parent / "templates" / "course.toml"
 LESSON_1_SENTENCE = "This is the first of six weekly letters"
 # Every header a lesson carries (no Reply-To configured in these tests).
-HEADERS = {
-    "from",
-    "to",
-    "subject",
-    "date",
-    "message-id",
-    "list-id",
-    "list-unsubscribe",
-    "list-unsubscribe-post",
-    "x-rekindle-key",
-    "mime-version",
-    "content-type",
-}
+HEADERS = LESSON_HEADERS
 CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
 
 ADA = "ada@example.org"

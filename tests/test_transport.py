@@ -18,26 +18,13 @@ import trustme
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from clirun import run, script
-from mailserver import MailServer
+from mailserver import LESSON_HEADERS, MailServer
 
 ADDED = "2026-03-01T12:00:00+00:00"  # a Sunday noon: before the first window
 SEND = "2026-03-02T10:00:00+00:00"  # Monday 10:00 UTC: inside the 09:00-20:00 window
 LATER = "2026-03-02T11:00:00+00:00"
 USER, PASSWORD = "mailer", "s3cret pass/word"
 ADA = "ada@example.org"
-LESSON_HEADERS = {
-    "from",
-    "to",
-    "subject",
-    "date",
-    "message-id",
-    "list-id",
-    "list-unsubscribe",
-    "list-unsubscribe-post",
-    "x-rekindle-key",
-    "mime-version",
-    "content-type",
-}
 
 
 class CountingAuth:
