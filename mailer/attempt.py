@@ -5,14 +5,16 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from mailer import ledger
+from mailer.compose import Composer
 from mailer.errors import TransportUnavailable
 from mailer.message import Outgoing
+from mailer.timing import SendWindow
 from mailer.transport import MessageRefused, RecipientRefused, TemporaryFailure, Transport
 from subscribers.models import Status, Subscriber
 
@@ -27,11 +29,15 @@ class SendReport:
     bounced: int = 0
     waiting: int = 0  # due, but outside the subscriber's send window or before a retry time
     busy: int = 0  # claimed by another run that is still sending
+    recovered: int = 0  # claims of a run that died or overran its lease, handed back
     dry_run: bool = False
+    skipped: str | None = None  # why nothing was tried (another run holds the SQLite lock)
     failures: list[dict[str, str]] = field(default_factory=list)
 
     def summary(self) -> str:
         """One line for people and cron mail."""
+        if self.skipped:
+            return f"nothing sent: {self.skipped}"
         verb = "would send" if self.dry_run else "sent"
         parts = [f"{verb} {self.sent}", f"failed {self.failed}", f"deferred {self.deferred}"]
         if self.bounced:
@@ -40,6 +46,8 @@ class SendReport:
             parts.append(f"waiting {self.waiting}")
         if self.busy:
             parts.append(f"busy {self.busy}")
+        if self.recovered:
+            parts.append(f"recovered {self.recovered}")
         return ", ".join(parts)
 
     def as_dict(self) -> dict[str, object]:
@@ -51,7 +59,9 @@ class SendReport:
             "bounced": self.bounced,
             "waiting": self.waiting,
             "busy": self.busy,
+            "recovered": self.recovered,
             "dry_run": self.dry_run,
+            "skipped": self.skipped,
             "failures": self.failures,
         }
 
@@ -77,6 +87,32 @@ class Pacer:
             time.sleep(self._next - now)
             now = self._next
         self._next = max(now, self._next) + self.interval
+
+
+@dataclass
+class Sending:
+    """One run's sending state, handed to each phase: where, what, when, and how fast."""
+
+    session: Session
+    transport: Transport
+    composer: Composer
+    window: SendWindow
+    now: datetime
+    report: SendReport
+    pacer: Pacer
+    owner: str | None = None  # names this run's claims (see runlock)
+    lease: timedelta = ledger.LEASE
+    stop: Callable[[], bool] | None = None
+    progress: Callable[[int], None] | None = None
+
+    def stopping(self) -> bool:
+        """True once a graceful stop was asked for."""
+        return bool(self.stop and self.stop())
+
+    def step(self) -> None:
+        """One unit of work done (for the progress bar)."""
+        if self.progress:
+            self.progress(1)
 
 
 def _nothing() -> None:

@@ -40,6 +40,7 @@ KEYS = (
     "timezone",
     "send_window",
     "rate_limit",
+    "claim_lease",
     "list_id",
     "unsubscribe_address",
     "help_url",
@@ -72,6 +73,7 @@ class Settings:
     secret_key: str | None = field(default=None, repr=False)
     postal_address: str | None = None
     rate_limit: float = 0.0
+    claim_lease: float = 900.0  # seconds a run holds a claimed message (longer than any SMTP wait)
     list_id: str | None = None
     unsubscribe_address: str | None = None
     help_url: str | None = None
@@ -184,6 +186,13 @@ def _validate(raw: Mapping[str, object], path: Path | None) -> Settings:
         raise ConfigError(f"rate_limit {rate!r} must be a number of messages per second") from None
     if rate_limit < 0:
         raise ConfigError("rate_limit must not be negative")
+    lease = raw.get("claim_lease", 900)
+    try:
+        claim_lease = float(lease)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ConfigError(f"claim_lease {lease!r} must be a number of seconds") from None
+    if not claim_lease >= 1:
+        raise ConfigError("claim_lease must be at least 1 second (the default is 900)")
     hops = raw.get("proxy_hops", 0)
     try:
         proxy_hops = int(hops)  # type: ignore[call-overload]
@@ -208,6 +217,7 @@ def _validate(raw: Mapping[str, object], path: Path | None) -> Settings:
         secret_key=_text(raw, "secret_key"),
         postal_address=_text(raw, "postal_address"),
         rate_limit=rate_limit,
+        claim_lease=claim_lease,
         list_id=_text(raw, "list_id"),
         unsubscribe_address=parseaddr(unsubscribe)[1] if unsubscribe else None,
         help_url=_text(raw, "help_url"),

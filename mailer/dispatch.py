@@ -8,16 +8,16 @@ sent only inside their local send window.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, select, tuple_, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from mailer import ledger, queued
-from mailer.attempt import Attempt, Pacer, SendReport, deliver
+from mailer import claims, ledger, queued
+from mailer.attempt import Attempt, Pacer, Sending, SendReport, deliver
 from mailer.compose import Composer
 from mailer.errors import TransportUnavailable
 from mailer.models import Delivery, DeliveryStatus
@@ -27,37 +27,7 @@ from subscribers.models import Status, Subscriber
 
 __all__ = ["SendReport", "count_due", "deliver_now", "send_due"]
 
-BATCH = 500
-
-
-def due_subscribers(session: Session, now: datetime) -> Iterator[Any]:
-    """Active subscribers whose next lesson is due, streamed in batches by due time."""
-    columns = (
-        Subscriber.id,
-        Subscriber.email,
-        Subscriber.name,
-        Subscriber.timezone,
-        Subscriber.next_lesson,
-        Subscriber.next_due_at,
-        Subscriber.course_round,
-        Subscriber.reminders,
-    )
-    after: tuple[datetime, int] | None = None
-    while True:
-        query = (
-            select(*columns)
-            .where(Subscriber.status == Status.ACTIVE, Subscriber.next_due_at <= now)
-            .order_by(Subscriber.next_due_at, Subscriber.id)
-            .limit(BATCH)
-        )
-        if after is not None:
-            query = query.where(tuple_(Subscriber.next_due_at, Subscriber.id) > after)
-        rows = session.execute(query).all()
-        session.commit()  # end the read transaction between batches
-        yield from rows
-        if len(rows) < BATCH:
-            return
-        after = (rows[-1].next_due_at, rows[-1].id)
+BATCH = 50  # messages claimed at a time: small, so concurrent runs share the work evenly
 
 
 def count_due(session: Session, now: datetime) -> int:
@@ -71,51 +41,22 @@ def count_due(session: Session, now: datetime) -> int:
     return int(lessons or 0) + int(waiting or 0)
 
 
-def send_due(
-    session: Session,
-    transport: Transport,
-    composer: Composer,
-    window: SendWindow,
-    now: datetime,
-    *,
-    dry_run: bool = False,
-    rate_limit: float = 0.0,
-    progress: Callable[[int], None] | None = None,
-    stop: Callable[[], bool] | None = None,
-) -> SendReport:
+def send_due(run: Sending) -> SendReport:
     """Send what is due: queued notices first, then each due subscriber's next lesson.
 
-    At most one lesson per subscriber per run. `stop` is asked before each
-    message; when it says yes the run ends there (a graceful shutdown).
+    At most one lesson per subscriber per run. `run.stop` is asked before each
+    message; when it says yes the run ends there (a graceful shutdown), and the
+    claims it holds but has not used are given back.
     Raises TransportUnavailable (after recording what was done) when the server
     or outbox cannot take mail; the report so far is attached as `.report`.
     """
-    report = SendReport(dry_run=dry_run)
-    pacer = Pacer(rate_limit)
     try:
-        finished = queued.send_queued(
-            session,
-            transport,
-            composer,
-            window,
-            now,
-            report,
-            pacer,
-            stop=stop,
-            progress=progress,
-        )
-        if not finished:
-            return report
-        for sub in due_subscribers(session, now):
-            if stop and stop():
-                return report
-            if progress:
-                progress(1)
-            _send_lesson(session, transport, composer, window, now, sub, report, pacer)
+        if queued.send_queued(run):
+            _send_lessons(run)
     except TransportUnavailable as exc:
-        exc.report = report  # type: ignore[attr-defined]
+        exc.report = run.report  # type: ignore[attr-defined]
         raise
-    return report
+    return run.report
 
 
 def deliver_now(
@@ -123,44 +64,111 @@ def deliver_now(
 ) -> SendReport:
     """Send one queued message at once (a confirmation right after the form is posted)."""
     report = SendReport()
-    queued.deliver_queued(session, transport, composer, delivery_id, now, report)
+    claim = ledger.claim_row(session, delivery_id, now)
+    if claim is None:
+        report.busy += 1
+        return report
+    anytime = SendWindow.parse("00:00-24:00")
+    run = Sending(session, transport, composer, anytime, now, report, Pacer(0))
+    queued.deliver_queued(run, claim)
     return report
 
 
-def _send_lesson(
-    session: Session,
-    transport: Transport,
-    composer: Composer,
-    window: SendWindow,
-    now: datetime,
-    sub: Any,
-    report: SendReport,
-    pacer: Pacer,
-) -> None:
-    zone = ZoneInfo(sub.timezone)
-    if not window.is_open(now, zone):
-        report.waiting += 1
-        return
-    course = composer.renderer.course
-    week = min(sub.next_lesson or 1, course.total)
-    key = course.lesson(week).key
-    composer.builder(key)  # render before claiming: a broken template claims nothing
-    if report.dry_run:
-        blocked = ledger.peek(session, sub.id, key, now)
-        if blocked is None:
-            report.sent += 1
-        elif blocked.status == DeliveryStatus.SENDING:
-            report.busy += 1
+def _send_lessons(run: Sending) -> None:
+    """Each due subscriber's next lesson, claimed in batches in due order."""
+    after: tuple[datetime, int] | None = None
+    while True:
+        subs = claims.due_subscribers(
+            run.session, run.now, after, BATCH, lock=not run.report.dry_run
+        )
+        if not subs:
+            run.session.commit()
+            return
+        after = (subs[-1].next_due_at, subs[-1].id)
+        if not _lesson_batch(run, subs):
+            return
+
+
+def _lesson_batch(run: Sending, subs: Sequence[Any]) -> bool:
+    """Claim and send one batch; False when the run was asked to stop."""
+    course = run.composer.renderer.course
+    wanted: list[tuple[Any, int, ZoneInfo]] = []
+    for sub in subs:
+        zone = ZoneInfo(sub.timezone)
+        if run.window.is_open(run.now, zone):
+            wanted.append((sub, min(sub.next_lesson or 1, course.total), zone))
         else:
-            report.waiting += 1
-        return
-    message_id = composer.message_id(sub.id, key, sub.course_round)
-    got = ledger.claim(session, sub.id, key, message_id, sub.next_due_at, now)
-    if isinstance(got, ledger.Unavailable):
-        _unavailable(session, got, sub, week, course.total, window, zone, now, report)
-        return
+            run.step()
+            run.report.waiting += 1
+    for _, week, _ in wanted:
+        run.composer.builder(course.lesson(week).key)  # a broken template claims nothing
+    if run.report.dry_run:
+        run.session.commit()
+        for sub, week, _ in wanted:
+            run.step()
+            _predict(run, sub, course.lesson(week).key)
+        return True
+    batch = claims.new_batch(run.owner, run.lease)
+    got = claims.claim_lessons(
+        run.session,
+        batch,
+        (
+            (
+                sub.id,
+                course.lesson(week).key,
+                run.composer.message_id(sub.id, course.lesson(week).key, sub.course_round),
+                sub.next_due_at,
+            )
+            for sub, week, _ in wanted
+        ),
+        run.now,
+    )
+    try:
+        for sub, week, zone in wanted:
+            if run.stopping():
+                return False
+            run.step()
+            claim = got.get(sub.id)
+            if claim is None:
+                continue  # removed between the read and the claim
+            if isinstance(claim, ledger.Unavailable):
+                _unavailable(run, claim, sub, week, zone)
+                continue
+            _send_lesson(run, batch, claim, sub, week, zone)
+    finally:
+        batch.release_rest(run.session, run.now, "not sent: the run stopped first")
+    return True
+
+
+def _predict(run: Sending, sub: Any, key: str) -> None:
+    """Dry run: count what a real run would do with this lesson."""
+    blocked = ledger.peek(run.session, sub.id, key, run.now)
+    if blocked is None:
+        run.report.sent += 1
+    elif blocked.status == DeliveryStatus.SENDING:
+        run.report.busy += 1
+    else:
+        run.report.waiting += 1
+
+
+def _send_lesson(
+    run: Sending,
+    batch: claims.Batch,
+    claim: ledger.Claim,
+    sub: Any,
+    week: int,
+    zone: ZoneInfo,
+) -> None:
+    session, now, window, composer = run.session, run.now, run.window, run.composer
+    course = composer.renderer.course
+    key = course.lesson(week).key
     message = composer.lesson(
-        week, subscriber_id=sub.id, email=sub.email, name=sub.name, date=now, message_id=message_id
+        week,
+        subscriber_id=sub.id,
+        email=sub.email,
+        name=sub.name,
+        date=now,
+        message_id=composer.message_id(sub.id, key, sub.course_round),
     )
 
     def sent() -> None:
@@ -168,29 +176,33 @@ def _send_lesson(
         queued.queue_reminder(session, composer, sub, week, now, window, zone)
 
     def failed() -> None:
-        due = max(next_lesson_due(got.due_at, window, zone), window.next_opening(now, zone))
+        due = max(next_lesson_due(claim.due_at, window, zone), window.next_opening(now, zone))
         _advance(session, sub.id, week, course.total, due, now)
 
     # Give up a day before the next lesson would be due, so two never go out together.
-    give_up_at = next_lesson_due(got.due_at, window, zone) - timedelta(days=1)
-    pacer.wait()
-    deliver(
-        session, transport, Attempt(got, sub.id, message, give_up_at, sent, failed), now, report
-    )
+    give_up_at = next_lesson_due(claim.due_at, window, zone) - timedelta(days=1)
+    run.pacer.wait()
+    if not batch.holds(session, claim.delivery_id):
+        run.report.busy += 1  # the lease ran out while this run was held up: not ours now
+        return
+    try:
+        deliver(
+            session,
+            run.transport,
+            Attempt(claim, sub.id, message, give_up_at, sent, failed),
+            now,
+            run.report,
+        )
+    finally:
+        batch.done(claim.delivery_id)
 
 
 def _unavailable(
-    session: Session,
-    got: ledger.Unavailable,
-    sub: Any,
-    week: int,
-    total: int,
-    window: SendWindow,
-    zone: ZoneInfo,
-    now: datetime,
-    report: SendReport,
+    run: Sending, got: ledger.Unavailable, sub: Any, week: int, zone: ZoneInfo
 ) -> None:
     """The lesson's ledger row says it cannot go now; repair the cursor if it lags behind."""
+    session, window, now, report = run.session, run.window, run.now, run.report
+    total = run.composer.renderer.course.total
     if got.status == DeliveryStatus.SENT and got.sent_at:
         # Sent by an earlier run that stopped before moving the schedule on.
         _advance(session, sub.id, week, total, next_lesson_due(got.sent_at, window, zone), now)

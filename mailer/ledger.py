@@ -74,9 +74,9 @@ def claim(
         session.rollback()
     existing = _row(session, subscriber_id, key)
     assert existing is not None
-    blocked = _blocked(existing, now)
-    if blocked is not None:
-        return blocked
+    why = blocked(existing, now)
+    if why is not None:
+        return why
     status = existing.status
     taken = _rowcount(
         session,
@@ -213,7 +213,7 @@ def cancel(session: Session, claim: Claim, now: datetime, reason: str) -> bool:
 def peek(session: Session, subscriber_id: int, key: str, now: datetime) -> Unavailable | None:
     """What `claim` would answer, without writing: None when the key could be claimed now."""
     existing = _row(session, subscriber_id, key)
-    return None if existing is None else _blocked(existing, now)
+    return None if existing is None else blocked(existing, now)
 
 
 def _row(session: Session, subscriber_id: int, key: str) -> Delivery | None:
@@ -222,7 +222,7 @@ def _row(session: Session, subscriber_id: int, key: str) -> Delivery | None:
     ).scalar_one_or_none()
 
 
-def _blocked(existing: Delivery, now: datetime) -> Unavailable | None:
+def blocked(existing: Delivery, now: datetime) -> Unavailable | None:
     """Why an existing ledger row cannot be claimed now (None: it can)."""
     status = existing.status
     if status in (DeliveryStatus.SENT, DeliveryStatus.FAILED):
@@ -247,7 +247,7 @@ def _settle(session: Session, claim: Claim, **values: object) -> bool:
     statement = (
         update(Delivery)
         .where(Delivery.id == claim.delivery_id, Delivery.claim_token == claim.token)
-        .values(claim_token=None, claimed_until=None, **values)
+        .values(claim_token=None, claimed_until=None, claimed_by=None, **values)
         .execution_options(synchronize_session=False)
     )
     return _rowcount(session, statement) == 1

@@ -8,7 +8,7 @@ cancelled instead of sent.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -16,15 +16,15 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
-from mailer import ledger
-from mailer.attempt import Attempt, Pacer, SendReport, deliver
+from mailer import claims, ledger
+from mailer.attempt import Attempt, Sending, deliver
 from mailer.compose import Composer
 from mailer.course import Course
 from mailer.models import Broadcast, Delivery, DeliveryStatus
 from mailer.timing import SendWindow
-from mailer.transport import Transport
 from subscribers.models import Status, Subscriber
 
+BATCH = 50
 WINDOWED = ("reminder-", "broadcast-")  # sent only inside the subscriber's send window
 LIFETIME = {"confirm": timedelta(days=2), "welcome": timedelta(days=2)}
 DEFAULT_LIFETIME = timedelta(days=6)  # reminders and broadcasts
@@ -44,65 +44,72 @@ def ready(now: datetime) -> Any:
     )
 
 
-def send_queued(
-    session: Session,
-    transport: Transport,
-    composer: Composer,
-    window: SendWindow,
-    now: datetime,
-    report: SendReport,
-    pacer: Pacer,
-    *,
-    stop: Callable[[], bool] | None = None,
-    progress: Callable[[int], None] | None = None,
-) -> bool:
-    """Send every ready queued message; False when `stop` ended the loop early."""
-    rows = session.execute(
-        select(Delivery.id, Delivery.key, Delivery.subscriber_id, Subscriber.timezone)
-        .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
-        .where(ready(now))
-        .order_by(Delivery.id)
-    ).all()
-    session.commit()
-    for row in rows:
-        if stop and stop():
+def send_queued(run: Sending) -> bool:
+    """Send every ready queued message, claimed in batches by id; False when told to stop."""
+    after: int | None = None
+    ready_now = ready(run.now)
+    while True:
+        rows = claims.ready_queued(
+            run.session, ready_now, after, BATCH, lock=not run.report.dry_run
+        )
+        if not rows:
+            run.session.commit()
+            return True
+        after = rows[-1].id
+        if not _queued_batch(run, rows, ready_now):
             return False
-        if progress:
-            progress(1)
+
+
+def _queued_batch(run: Sending, rows: Sequence[Any], ready_now: Any) -> bool:
+    session, now = run.session, run.now
+    wanted = []
+    for row in rows:
         if row.key.startswith(WINDOWED):
             zone = ZoneInfo(row.timezone)
-            if not window.is_open(now, zone):
-                _wait_for_window(session, row.id, window.next_opening(now, zone), now)
-                report.waiting += 1
+            if not run.window.is_open(now, zone):
+                _wait_for_window(session, row.id, run.window.next_opening(now, zone), now)
+                run.step()
+                run.report.waiting += 1
                 continue
-        if report.dry_run:
+        wanted.append(row)
+    if run.report.dry_run:
+        session.commit()
+        course = run.composer.renderer.course
+        for row in wanted:
+            run.step()
             sub = session.get(Subscriber, row.subscriber_id)
-            course = composer.renderer.course
             if sub is not None and refusal(row.key, sub, course, now) is None:
-                report.sent += 1
-            continue
-        pacer.wait()
-        deliver_queued(session, transport, composer, row.id, now, report)
+                run.report.sent += 1
+        return True
+    batch = claims.new_batch(run.owner, run.lease)
+    got = claims.claim_rows(session, batch, [row.id for row in wanted], ready_now, now)
+    try:
+        for row in wanted:
+            if run.stopping():
+                return False
+            run.step()
+            claim = got.get(row.id)
+            if claim is None:
+                run.report.busy += 1  # another run took it between the read and the claim
+                continue
+            run.pacer.wait()
+            if batch.holds(session, claim.delivery_id):
+                deliver_queued(run, claim)
+            else:
+                run.report.busy += 1
+            batch.done(claim.delivery_id)
+    finally:
+        batch.release_rest(session, now, "not sent: the run stopped first")
     return True
 
 
-def deliver_queued(
-    session: Session,
-    transport: Transport,
-    composer: Composer,
-    delivery_id: int,
-    now: datetime,
-    report: SendReport,
-) -> None:
-    """Claim one queued row and send it, or cancel it if its subscriber may no longer have it."""
-    claim = ledger.claim_row(session, delivery_id, now)
-    if claim is None:
-        report.busy += 1
-        return
+def deliver_queued(run: Sending, claim: ledger.Claim) -> None:
+    """Send one claimed queued row, or cancel it if its subscriber may no longer have it."""
+    session, now, composer = run.session, run.now, run.composer
     row = session.execute(
         select(Delivery.key, Delivery.message_id, Subscriber)
         .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
-        .where(Delivery.id == delivery_id)
+        .where(Delivery.id == claim.delivery_id)
     ).one()
     sub: Subscriber = row.Subscriber
     refused = refusal(row.key, sub, composer.renderer.course, now)
@@ -125,9 +132,8 @@ def deliver_queued(
         session.commit()
         raise
     lifetime = LIFETIME.get(row.key, DEFAULT_LIFETIME)
-    deliver(
-        session, transport, Attempt(claim, sub.id, message, claim.due_at + lifetime), now, report
-    )
+    attempt = Attempt(claim, sub.id, message, claim.due_at + lifetime)
+    deliver(session, run.transport, attempt, now, run.report)
 
 
 def refusal(key: str, sub: Subscriber, course: Course, now: datetime) -> str | None:

@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, select
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
-from mailer import dispatch, ledger
-from mailer.attempt import SendReport
+from mailer import claims, dispatch, ledger, runlock
+from mailer.attempt import Pacer, Sending, SendReport
 from mailer.errors import DatabaseUnavailable, RekindleError, TransportUnavailable
 from mailer.models import Run
 from mailer.runtime import Runtime
 
 KEEP_RUNS = 1000  # older run records are pruned
+LOCK_WAIT = 5.0  # seconds an overlapping run on SQLite waits before leaving it to the other
 StopFlag = Callable[[], bool]
 
 
@@ -49,30 +50,46 @@ def _send_run(
     progress: Any,
     stop: StopFlag | None,
 ) -> SendReport:
-    with rt.session() as session:
+    if dry_run:
+        guard = runlock.RunLock("dry-run")
+    else:
+        try:
+            guard = runlock.acquire(rt.engine, LOCK_WAIT)
+        except runlock.RunBusy as busy:
+            holder = f" ({busy.holder})" if busy.holder else ""
+            return SendReport(skipped=f"another send run is active{holder}")
+    with guard, rt.session() as session:
         composer = rt.composer(session)
-        run = None if dry_run else _start(session, now)
+        report = SendReport(dry_run=dry_run)
+        run = None
+        if not dry_run:
+            report.recovered = claims.recover(session, guard.alive(session), now)
+            run = _start(session, now)
         transport = rt.transport()
         try:
             with transport:
                 if progress is not None:
                     progress.length = dispatch.count_due(session, now)
-                report = dispatch.send_due(
-                    session,
-                    transport,
-                    composer,
-                    rt.settings.send_window,
-                    now,
-                    dry_run=dry_run,
-                    rate_limit=rt.settings.rate_limit,
-                    progress=progress.update if progress is not None else None,
-                    stop=stop,
+                dispatch.send_due(
+                    Sending(
+                        session,
+                        transport,
+                        composer,
+                        rt.settings.send_window,
+                        now,
+                        report,
+                        Pacer(rt.settings.rate_limit),
+                        owner=guard.owner,
+                        lease=timedelta(seconds=rt.settings.claim_lease),
+                        stop=stop,
+                        progress=progress.update if progress is not None else None,
+                    )
                 )
         except TransportUnavailable as exc:
-            _finish(session, run, getattr(exc, "report", SendReport()), "unavailable", str(exc))
+            _finish(session, run, report, "unavailable", str(exc))
             raise
         except RekindleError as exc:
-            _finish(session, run, SendReport(), "error", str(exc))
+            _finish(session, run, report, "error", str(exc))
             raise
         _finish(session, run, report, "ok", None)
         return report

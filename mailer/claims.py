@@ -1,0 +1,289 @@
+"""Claiming work in batches, keeping the claims, and handing back the claims of dead runs.
+
+A run claims a small batch of due messages in one transaction: on PostgreSQL
+the candidate rows are locked with `FOR UPDATE SKIP LOCKED`, so concurrent runs
+on any number of machines take disjoint batches; the ledger row of each message
+is then set to `sending` with a lease, the batch's token and the run's name.
+Every later write is fenced by (row, token): a run that lost a claim (its
+lease ran out while it was stopped) can neither send the message nor
+overwrite what the new owner recorded.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import CursorResult, and_, or_, select, tuple_, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from mailer import ledger
+from mailer.models import Delivery, DeliveryStatus
+from subscribers.models import Status, Subscriber
+
+SUBSCRIBER_COLUMNS = (
+    Subscriber.id,
+    Subscriber.email,
+    Subscriber.name,
+    Subscriber.timezone,
+    Subscriber.next_lesson,
+    Subscriber.next_due_at,
+    Subscriber.course_round,
+    Subscriber.reminders,
+)
+INTERRUPTED = "interrupted: the run sending it stopped before the server's reply was recorded"
+
+
+@dataclass
+class Batch:
+    """Claims taken together: one token, one lease, renewed while the run works through them."""
+
+    token: str
+    owner: str | None
+    lease: timedelta
+    held: set[int] = field(default_factory=set)
+    renewed: float = field(default_factory=time.monotonic)
+
+    def holds(self, session: Session, delivery_id: int) -> bool:
+        """True if the run still holds this claim; asked right before the message is sent.
+
+        The lease is renewed once a third of it has passed on this process's own
+        monotonic clock, so a run that was stopped (SIGSTOP, a VM pause) past its
+        lease finds out here, before sending, that its claims went to another run.
+        """
+        if delivery_id not in self.held:
+            return False
+        if time.monotonic() - self.renewed > self.lease.total_seconds() / 3:
+            self._renew(session)
+        return delivery_id in self.held
+
+    def done(self, delivery_id: int) -> None:
+        """The message's outcome is recorded; the claim is spent."""
+        self.held.discard(delivery_id)
+
+    def release_rest(self, session: Session, now: datetime, reason: str) -> None:
+        """Give back the claims not used (the run stopped early); commits."""
+        if self.held:
+            session.execute(
+                update(Delivery)
+                .where(Delivery.id.in_(self.held), Delivery.claim_token == self.token)
+                .values(
+                    status=DeliveryStatus.DEFERRED,
+                    claim_token=None,
+                    claimed_until=None,
+                    claimed_by=None,
+                    next_attempt_at=None,
+                    last_error=reason,
+                    updated_at=now,
+                )
+                .execution_options(synchronize_session=False)
+            )
+            session.commit()
+            self.held.clear()
+
+    def _renew(self, session: Session) -> None:
+        started = time.monotonic()
+        kept = session.scalars(
+            update(Delivery)
+            .where(Delivery.id.in_(self.held), Delivery.claim_token == self.token)
+            .values(claimed_until=ledger.wall_clock() + self.lease)
+            .returning(Delivery.id)
+            .execution_options(synchronize_session=False)
+        ).all()
+        session.commit()
+        self.held = set(kept)
+        self.renewed = started
+
+
+def new_batch(owner: str | None, lease: timedelta) -> Batch:
+    """An empty batch for `owner`'s next claims."""
+    return Batch(uuid.uuid4().hex, owner, lease)
+
+
+def due_subscribers(
+    session: Session,
+    now: datetime,
+    after: tuple[datetime, int] | None,
+    limit: int,
+    *,
+    lock: bool = True,
+) -> Sequence[Any]:
+    """The next `limit` active subscribers whose lesson is due, after `after` in due order.
+
+    On PostgreSQL the rows are locked until the caller commits, and rows another
+    run has locked are skipped: that run is claiming them.
+    """
+    query = (
+        select(*SUBSCRIBER_COLUMNS)
+        .where(Subscriber.status == Status.ACTIVE, Subscriber.next_due_at <= now)
+        .order_by(Subscriber.next_due_at, Subscriber.id)
+        .limit(limit)
+    )
+    if after is not None:
+        query = query.where(tuple_(Subscriber.next_due_at, Subscriber.id) > after)
+    if lock and _is_postgres(session):
+        query = query.with_for_update(skip_locked=True, of=Subscriber)
+    return session.execute(query).all()
+
+
+def claimable(now: datetime, wall: datetime) -> Any:
+    """A ledger row that may be claimed now (mirrors ledger.blocked)."""
+    return or_(
+        Delivery.status.in_((DeliveryStatus.QUEUED, DeliveryStatus.CANCELLED)),
+        and_(
+            Delivery.status == DeliveryStatus.DEFERRED,
+            or_(Delivery.next_attempt_at.is_(None), Delivery.next_attempt_at <= now),
+        ),
+        and_(
+            Delivery.status == DeliveryStatus.SENDING,
+            or_(Delivery.claimed_until.is_(None), Delivery.claimed_until <= wall),
+        ),
+    )
+
+
+def claim_lessons(
+    session: Session,
+    batch: Batch,
+    wanted: Iterable[tuple[int, str, str, datetime]],
+    now: datetime,
+) -> dict[int, ledger.Claim | ledger.Unavailable]:
+    """Claim (subscriber, key) for each of `wanted` = (subscriber id, key, Message-ID, due).
+
+    One statement creates the missing ledger rows and takes over the claimable
+    ones; the rest are read back to say why not. Commits (ending the row locks).
+    """
+    rows = list(wanted)
+    if not rows:
+        session.commit()
+        return {}
+    wall = ledger.wall_clock()
+    values = {
+        "status": DeliveryStatus.SENDING,
+        "claim_token": batch.token,
+        "claimed_until": wall + batch.lease,
+        "claimed_by": batch.owner,
+        "updated_at": now,
+    }
+    insert = postgresql.insert if _is_postgres(session) else sqlite.insert
+    statement = insert(Delivery).values(
+        [
+            {
+                "subscriber_id": sub_id,
+                "key": key,
+                "message_id": message_id,
+                "due_at": due_at,
+                "attempts": 0,
+                **values,
+            }
+            for sub_id, key, message_id, due_at in rows
+        ]
+    )
+    upsert = statement.on_conflict_do_update(
+        index_elements=[Delivery.subscriber_id, Delivery.key],
+        set_=values,
+        where=claimable(now, wall),
+    ).returning(Delivery.id, Delivery.subscriber_id, Delivery.attempts, Delivery.due_at)
+    got: dict[int, ledger.Claim | ledger.Unavailable] = {}
+    for row in session.execute(upsert):
+        got[row.subscriber_id] = ledger.Claim(row.id, batch.token, row.attempts, row.due_at)
+        batch.held.add(row.id)
+    missing = [(sub_id, key) for sub_id, key, _, _ in rows if sub_id not in got]
+    if missing:
+        for existing in session.scalars(
+            select(Delivery).where(tuple_(Delivery.subscriber_id, Delivery.key).in_(missing))
+        ):
+            got[existing.subscriber_id] = ledger.blocked(existing, now) or ledger.Unavailable(
+                DeliveryStatus.SENDING
+            )
+    session.commit()
+    batch.renewed = time.monotonic()
+    return got
+
+
+def ready_queued(
+    session: Session, ready: Any, after: int | None, limit: int, *, lock: bool = True
+) -> Sequence[Any]:
+    """The next `limit` queued rows that are ready, by id; locked on PostgreSQL (SKIP LOCKED)."""
+    query = (
+        select(Delivery.id, Delivery.key, Delivery.subscriber_id, Subscriber.timezone)
+        .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
+        .where(ready)
+        .order_by(Delivery.id)
+        .limit(limit)
+    )
+    if after is not None:
+        query = query.where(Delivery.id > after)
+    if lock and _is_postgres(session):
+        query = query.with_for_update(skip_locked=True, of=Delivery)
+    return session.execute(query).all()
+
+
+def claim_rows(
+    session: Session, batch: Batch, ids: Sequence[int], ready: Any, now: datetime
+) -> dict[int, ledger.Claim]:
+    """Claim the queued rows `ids` that are still ready; commits."""
+    got: dict[int, ledger.Claim] = {}
+    if ids:
+        result = session.execute(
+            update(Delivery)
+            .where(Delivery.id.in_(ids), ready)
+            .values(
+                status=DeliveryStatus.SENDING,
+                claim_token=batch.token,
+                claimed_until=ledger.wall_clock() + batch.lease,
+                claimed_by=batch.owner,
+                updated_at=now,
+            )
+            .returning(Delivery.id, Delivery.attempts, Delivery.due_at)
+            .execution_options(synchronize_session=False)
+        )
+        for row in result:
+            got[row.id] = ledger.Claim(row.id, batch.token, row.attempts, row.due_at)
+            batch.held.add(row.id)
+    session.commit()
+    batch.renewed = time.monotonic()
+    return got
+
+
+def recover(session: Session, alive: set[str] | None, now: datetime) -> int:
+    """Hand back claims whose lease has ended or whose run is dead; commits; returns how many.
+
+    `alive` names the runs still running (None: no run knows of the others, so
+    only leases count). A message handed back is sent again by whichever run
+    claims it next, with the same Message-ID; if the dead run's server had
+    already accepted it, that is RFC 1047's one unavoidable duplicate.
+    """
+    wall = ledger.wall_clock()
+    orphaned = Delivery.claimed_until <= wall
+    if alive is not None:
+        orphaned = or_(
+            orphaned,
+            and_(Delivery.claimed_by.is_not(None), Delivery.claimed_by.not_in(alive)),
+        )
+    result = session.execute(
+        update(Delivery)
+        .where(Delivery.status == DeliveryStatus.SENDING, orphaned)
+        .values(
+            status=DeliveryStatus.DEFERRED,
+            attempts=Delivery.attempts + 1,
+            claim_token=None,
+            claimed_until=None,
+            claimed_by=None,
+            next_attempt_at=None,
+            last_error=INTERRUPTED,
+            updated_at=now,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    session.commit()
+    assert isinstance(result, CursorResult)
+    return result.rowcount
+
+
+def _is_postgres(session: Session) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
