@@ -47,8 +47,12 @@ KEYS = (
     "course_dir",
     "proxy_hops",
     "imap_password",
+    "smtp_password_file",
+    "secret_key_file",
+    "imap_password_file",
 )
 SECRET_KEYS = frozenset({"smtp_password", "secret_key", "imap_password"})
+URL_KEYS = ("smtp_url", "database_url")  # may carry a password in user:password@
 
 
 def data_dir() -> Path:
@@ -107,13 +111,48 @@ def load_settings(
     config_path: str | Path | None = None, env: Mapping[str, str] | None = None
 ) -> Settings:
     """Build Settings from defaults, the config file and REKINDLE_* variables."""
+    raw, path, _ = gather(config_path, env)
+    return _validate(raw, path)
+
+
+def gather(
+    config_path: str | Path | None = None, env: Mapping[str, str] | None = None
+) -> tuple[dict[str, object], Path | None, dict[str, str]]:
+    """The raw values, the config file read, and where each value came from."""
     env = os.environ if env is None else env
     raw, path = _read_file(config_path, env)
+    sources = dict.fromkeys(raw, str(path))
     for key in KEYS:
-        value = env.get(ENV_PREFIX + key.upper())
+        variable = ENV_PREFIX + key.upper()
+        value = env.get(variable)
         if value is not None and value != "":
             raw[key] = value
-    return _validate(raw, path)
+            sources[key] = variable
+    for key in sorted(SECRET_KEYS):
+        if raw.get(f"{key}_file"):
+            if raw.get(key):
+                raise ConfigError(f"set {key} or {key}_file, not both")
+            raw[key] = _secret_file(raw, f"{key}_file")
+            sources[key] = f"{sources[key + '_file']} ({key}_file)"
+    return raw, path, sources
+
+
+def _secret_file(raw: Mapping[str, object], key: str) -> str:
+    """Read a secret from a file (a Docker or systemd credential) that only its owner may read."""
+    name = _text(raw, key) or ""
+    path = Path(name).expanduser()
+    try:
+        mode = path.stat().st_mode
+        if mode & 0o004:
+            raise ConfigError(
+                f"{key} {name!r} can be read by every user on this machine: chmod o-r it"
+            )
+        value = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {key} {name!r}: {exc.strerror or exc}") from None
+    if not value or any(ch in value for ch in "\r\n\x00"):
+        raise ConfigError(f"{key} {name!r} must hold the secret on one line")
+    return value
 
 
 def _read_file(
@@ -133,7 +172,22 @@ def _read_file(
     unknown = sorted(set(data) - set(KEYS))
     if unknown:
         raise ConfigError(f"unknown key {unknown[0]!r} in {path}; known keys: {', '.join(KEYS)}")
+    _check_private(path, data)
     return dict(data), path
+
+
+def _check_private(path: Path, data: Mapping[str, object]) -> None:
+    """A config file that holds a secret must not be readable by every user."""
+    held = sorted(key for key in SECRET_KEYS if data.get(key))
+    for key in URL_KEYS:
+        value = data.get(key)
+        if isinstance(value, str) and urlsplit(value).password:
+            held.append(key)
+    if held and path.stat().st_mode & 0o004:
+        raise ConfigError(
+            f"config file {str(path)!r} holds {held[0]} but every user on this machine can "
+            f"read it: chmod 600 {path}, or set REKINDLE_{held[0].upper()} instead"
+        )
 
 
 def _text(raw: Mapping[str, object], key: str) -> str | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import traceback
 from typing import Any
 
 import click
@@ -12,6 +13,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from mailer import __version__
 from mailer.cli import (
     broadcast,
+    config,
     course,
     daemon,
     db,
@@ -23,6 +25,7 @@ from mailer.cli import (
 )
 from mailer.errors import RekindleError
 from mailer.runtime import Runtime
+from mailer.settings_view import redact, secret_values
 
 
 class CommandError(click.ClickException):
@@ -34,37 +37,45 @@ class CommandError(click.ClickException):
 
 
 class RekindleGroup(click.Group):
-    """Turns every error into one clear line on stderr (the traceback only with --debug)."""
+    """Turns every error into one clear line on stderr (the traceback only with --debug).
+
+    Neither the line nor the traceback ever shows a password or key: every secret
+    the run knows is replaced by ***.
+    """
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except (click.ClickException, click.exceptions.Exit, click.Abort, BrokenPipeError):
             raise
-        except RekindleError as exc:
-            if _debug(ctx):
-                raise
-            raise CommandError(str(exc), exc.exit_code) from None
-        except SQLAlchemyError as exc:
-            if _debug(ctx):
-                raise
-            reason = " ".join(str(getattr(exc, "orig", None) or exc).split())[:300]
-            raise CommandError(f"database error: {reason}") from None
-        except OSError as exc:
-            if _debug(ctx):
-                raise
-            where = f" ({exc.filename})" if exc.filename else ""
-            raise CommandError(f"{exc.strerror or exc}{where}") from None
         except Exception as exc:
-            if _debug(ctx):
-                raise
-            raise CommandError(
-                f"unexpected error: {type(exc).__name__}: {exc} (run with --debug for details)"
-            ) from None
+            secrets = _secrets(ctx)
+            if ctx.meta.get("rekindle.debug"):
+                click.echo(redact(traceback.format_exc(), secrets).rstrip(), err=True)
+                raise click.exceptions.Exit(getattr(exc, "exit_code", 1)) from None
+            message, code = _one_line(exc)
+            raise CommandError(redact(message, secrets), code) from None
 
 
-def _debug(ctx: click.Context) -> bool:
-    return bool(ctx.meta.get("rekindle.debug"))
+def _one_line(exc: Exception) -> tuple[str, int]:
+    """The error line and exit code for `exc`."""
+    if isinstance(exc, RekindleError):
+        return str(exc), exc.exit_code
+    if isinstance(exc, SQLAlchemyError):
+        reason = " ".join(str(getattr(exc, "orig", None) or exc).split())[:300]
+        return f"database error: {reason}", 1
+    if isinstance(exc, OSError):
+        where = f" ({exc.filename})" if exc.filename else ""
+        return f"{exc.strerror or exc}{where}", 1
+    return f"unexpected error: {type(exc).__name__}: {exc} (run with --debug for details)", 1
+
+
+def _secrets(ctx: click.Context) -> set[str]:
+    runtime = ctx.obj if isinstance(ctx.obj, Runtime) else None
+    if runtime is None:
+        return secret_values(None, os.environ)
+    settings = runtime.__dict__.get("settings")  # only if it loaded
+    return secret_values(settings, runtime.env)
 
 
 @click.group(cls=RekindleGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -94,7 +105,18 @@ def cli(ctx: click.Context, config_path: str | None, debug: bool) -> None:
     ctx.call_on_close(ctx.obj.close)
 
 
-for module in (subscribers, progress, course, delivery, daemon, broadcast, db, web, inbound):
+for module in (
+    subscribers,
+    progress,
+    course,
+    delivery,
+    daemon,
+    broadcast,
+    db,
+    web,
+    inbound,
+    config,
+):
     for command in module.COMMANDS:
         cli.add_command(command)
 
