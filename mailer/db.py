@@ -11,6 +11,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from mailer.config import mask_url
 from mailer.errors import DatabaseError
 from mailer.migrations import HEAD
 from mailer.models import Meta
@@ -39,7 +40,13 @@ def make_engine(url: str) -> Engine:
     try:
         parsed = make_url(url)
     except ArgumentError:
-        raise DatabaseError(f"database_url {url!r} is not a database URL") from None
+        raise DatabaseError(f"database_url {mask_url(url)!r} is not a database URL") from None
+    backend = parsed.get_backend_name()
+    if backend not in ("sqlite", "postgresql"):
+        raise DatabaseError(
+            f"database_url {mask_url(url)!r}: {backend!r} is not supported; "
+            "use sqlite:///path/to/file.db or postgresql://user@host/database"
+        )
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             folder = Path(parsed.database).expanduser().parent
