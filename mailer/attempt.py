@@ -3,19 +3,27 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from mailer import ledger
+from mailer import ledger, outcomes
 from mailer.compose import Composer
 from mailer.errors import TransportUnavailable
 from mailer.message import Outgoing
+from mailer.outcomes import Advance, FollowUp
 from mailer.timing import SendWindow
-from mailer.transport import MessageRefused, RecipientRefused, TemporaryFailure, Transport
+from mailer.transport import (
+    DeliveryError,
+    MessageRefused,
+    RecipientRefused,
+    TemporaryFailure,
+    Transport,
+)
 from subscribers.models import Status, Subscriber
 
 
@@ -89,12 +97,25 @@ class Pacer:
         self._next = max(now, self._next) + self.interval
 
 
+class Outlet(Protocol):
+    """Sends attempts and records their outcome (mailer.pipeline.Pipeline)."""
+
+    def submit(self, attempt: Attempt, done: Callable[[], None]) -> bool:
+        """Send `attempt`; `done` is called once its outcome is committed; False: stopping."""
+
+    def drain(self) -> None:
+        """Wait until every submitted attempt is recorded; raise TransportUnavailable if seen."""
+
+    def settle(self) -> None:
+        """Like drain, without raising (for clean-up after another error)."""
+
+
 @dataclass
 class Sending:
     """One run's sending state, handed to each phase: where, what, when, and how fast."""
 
     session: Session
-    transport: Transport
+    outlet: Outlet  # where claimed messages go to be sent (mailer.pipeline)
     composer: Composer
     window: SendWindow
     now: datetime
@@ -115,10 +136,6 @@ class Sending:
             self.progress(1)
 
 
-def _nothing() -> None:
-    return None
-
-
 @dataclass
 class Attempt:
     """A claimed message, when to stop retrying it, and what its outcome changes."""
@@ -127,8 +144,9 @@ class Attempt:
     subscriber_id: int
     message: Outgoing
     give_up_at: datetime
-    after_sent: Callable[[], None] = _nothing  # e.g. move the course cursor on
-    after_failed: Callable[[], None] = _nothing  # e.g. keep the weekly rhythm
+    on_sent: Advance | None = None  # move the course cursor on
+    follow_up: FollowUp | None = None  # queue this once it is sent (a reminder)
+    on_failed: Advance | None = None  # keep the weekly rhythm when given up
 
 
 def deliver(
@@ -138,38 +156,84 @@ def deliver(
 
     Raises TransportUnavailable, with the claim given back, when nothing can be sent now.
     """
-    claim, message = attempt.claim, attempt.message
+    error = send_one(transport, attempt.message)
+    record(session, [(attempt, error)], now, report)
+    session.commit()
+    if isinstance(error, TransportUnavailable):
+        raise error
+
+
+def send_one(transport: Transport, message: Outgoing) -> Exception | None:
+    """Hand `message` to the transport; the error that says why not, or None on success."""
     try:
         transport.send(message)
-    except TransportUnavailable as exc:
-        ledger.release(session, claim, now, str(exc))
+    except (DeliveryError, TransportUnavailable) as exc:
+        return exc
+    return None
+
+
+def record(
+    session: Session,
+    results: Sequence[tuple[Attempt, Exception | None]],
+    now: datetime,
+    report: SendReport,
+) -> None:
+    """Write in the ledger what the server said to each attempt (None: it took it); no commit.
+
+    Accepted messages are recorded together (see mailer.outcomes). Unexpected
+    errors (a bug, not the server) give their claim back and are raised last.
+    """
+    accepted = [attempt for attempt, error in results if error is None]
+    if accepted:
+        connection = session.connection()
+        marked = outcomes.mark_sent(
+            connection, ((a.claim.delivery_id, a.claim.token) for a in accepted), now
+        )
+        done = [a for a in accepted if a.claim.delivery_id in marked]
+        report.sent += len(done)
+        outcomes.advance(connection, [a.on_sent for a in done if a.on_sent], now)
+        outcomes.enqueue(connection, [a.follow_up for a in done if a.follow_up], now)
+    unexpected: Exception | None = None
+    for attempt, error in results:
+        if error is not None and not _record_error(session, attempt, error, now, report):
+            unexpected = unexpected or error
+    if unexpected is not None:
         session.commit()
-        raise
-    except TemporaryFailure as exc:
+        raise unexpected
+
+
+def _record_error(
+    session: Session, attempt: Attempt, error: Exception, now: datetime, report: SendReport
+) -> bool:
+    """Record a refusal or a transient failure; False for an error no server gives."""
+    claim, message = attempt.claim, attempt.message
+    failed_moves = [attempt.on_failed] if attempt.on_failed else []
+    if isinstance(error, TransportUnavailable):
+        ledger.release(session, claim, now, str(error))
+    elif isinstance(error, TemporaryFailure):
         retry_at = now + ledger.retry_delay(claim.attempts + 1)
         if retry_at < attempt.give_up_at:
-            ledger.mark_deferred(session, claim, now, exc.reply, retry_at)
+            ledger.mark_deferred(session, claim, now, error.reply, retry_at)
             report.deferred += 1
         else:
-            reply = f"gave up after {claim.attempts + 1} attempts: {exc.reply}"
+            reply = f"gave up after {claim.attempts + 1} attempts: {error.reply}"
             if ledger.mark_failed(session, claim, now, reply):
-                attempt.after_failed()
+                outcomes.advance(session.connection(), failed_moves, now)
             report.fail(message.recipient, message.key, reply)
-    except RecipientRefused as exc:
-        if ledger.mark_failed(session, claim, now, exc.reply):
+    elif isinstance(error, RecipientRefused):
+        if ledger.mark_failed(session, claim, now, error.reply):
             session.execute(
                 update(Subscriber)
                 .where(Subscriber.id == attempt.subscriber_id)
                 .values(status=Status.BOUNCED, status_changed_at=now, next_due_at=None)
             )
         report.bounced += 1
-        report.fail(message.recipient, message.key, exc.reply)
-    except MessageRefused as exc:
-        if ledger.mark_failed(session, claim, now, exc.reply):
-            attempt.after_failed()
-        report.fail(message.recipient, message.key, exc.reply)
+        report.fail(message.recipient, message.key, error.reply)
+    elif isinstance(error, MessageRefused):
+        if ledger.mark_failed(session, claim, now, error.reply):
+            outcomes.advance(session.connection(), failed_moves, now)
+        report.fail(message.recipient, message.key, error.reply)
     else:
-        if ledger.mark_sent(session, claim, now):
-            attempt.after_sent()
-            report.sent += 1
-    session.commit()
+        ledger.release(session, claim, now, f"not sent: {type(error).__name__}")
+        return False
+    return True

@@ -41,6 +41,7 @@ KEYS = (
     "send_window",
     "rate_limit",
     "claim_lease",
+    "smtp_connections",
     "list_id",
     "unsubscribe_address",
     "help_url",
@@ -77,6 +78,7 @@ class Settings:
     secret_key: str | None = field(default=None, repr=False)
     postal_address: str | None = None
     rate_limit: float = 0.0
+    smtp_connections: int = 1  # SMTP connections a send run uses at once
     claim_lease: float = 900.0  # seconds a run holds a claimed message (longer than any SMTP wait)
     list_id: str | None = None
     unsubscribe_address: str | None = None
@@ -247,6 +249,13 @@ def _validate(raw: Mapping[str, object], path: Path | None) -> Settings:
         raise ConfigError(f"claim_lease {lease!r} must be a number of seconds") from None
     if not claim_lease >= 1:
         raise ConfigError("claim_lease must be at least 1 second (the default is 900)")
+    conns = raw.get("smtp_connections", 1)
+    try:
+        smtp_connections = int(conns)  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        raise ConfigError(f"smtp_connections {conns!r} must be a whole number") from None
+    if not 1 <= smtp_connections <= 32:
+        raise ConfigError("smtp_connections must be between 1 and 32")
     hops = raw.get("proxy_hops", 0)
     try:
         proxy_hops = int(hops)  # type: ignore[call-overload]
@@ -272,6 +281,7 @@ def _validate(raw: Mapping[str, object], path: Path | None) -> Settings:
         postal_address=_text(raw, "postal_address"),
         rate_limit=rate_limit,
         claim_lease=claim_lease,
+        smtp_connections=smtp_connections,
         list_id=_text(raw, "list_id"),
         unsubscribe_address=parseaddr(unsubscribe)[1] if unsubscribe else None,
         help_url=_text(raw, "help_url"),

@@ -13,15 +13,16 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from mailer import claims, ledger, queued
-from mailer.attempt import Attempt, Pacer, Sending, SendReport, deliver
+from mailer import claims, ledger, outcomes, queued
+from mailer.attempt import Attempt, Sending, SendReport, deliver
 from mailer.compose import Composer
 from mailer.errors import TransportUnavailable
 from mailer.models import Delivery, DeliveryStatus
-from mailer.timing import SendWindow, next_lesson_due
+from mailer.outcomes import Advance
+from mailer.timing import next_lesson_due
 from mailer.transport import Transport
 from subscribers.models import Status, Subscriber
 
@@ -68,9 +69,9 @@ def deliver_now(
     if claim is None:
         report.busy += 1
         return report
-    anytime = SendWindow.parse("00:00-24:00")
-    run = Sending(session, transport, composer, anytime, now, report, Pacer(0))
-    queued.deliver_queued(run, claim)
+    attempt = queued.prepare(session, composer, claim, now)
+    if attempt is not None:
+        deliver(session, transport, attempt, now, report)
     return report
 
 
@@ -126,6 +127,7 @@ def _lesson_batch(run: Sending, subs: Sequence[Any]) -> bool:
     try:
         for sub, week, zone in wanted:
             if run.stopping():
+                run.outlet.drain()
                 return False
             run.step()
             claim = got.get(sub.id)
@@ -134,8 +136,12 @@ def _lesson_batch(run: Sending, subs: Sequence[Any]) -> bool:
             if isinstance(claim, ledger.Unavailable):
                 _unavailable(run, claim, sub, week, zone)
                 continue
-            _send_lesson(run, batch, claim, sub, week, zone)
+            if not _send_lesson(run, batch, claim, sub, week, zone):
+                run.outlet.drain()
+                return False
+        run.outlet.drain()
     finally:
+        run.outlet.settle()
         batch.release_rest(run.session, run.now, "not sent: the run stopped first")
     return True
 
@@ -158,7 +164,8 @@ def _send_lesson(
     sub: Any,
     week: int,
     zone: ZoneInfo,
-) -> None:
+) -> bool:
+    """Hand one claimed lesson to the outlet; False if the run is stopping instead."""
     session, now, window, composer = run.session, run.now, run.window, run.composer
     course = composer.renderer.course
     key = course.lesson(week).key
@@ -170,31 +177,26 @@ def _send_lesson(
         date=now,
         message_id=composer.message_id(sub.id, key, sub.course_round),
     )
-
-    def sent() -> None:
-        _advance(session, sub.id, week, course.total, next_lesson_due(now, window, zone), now)
-        queued.queue_reminder(session, composer, sub, week, now, window, zone)
-
-    def failed() -> None:
-        due = max(next_lesson_due(claim.due_at, window, zone), window.next_opening(now, zone))
-        _advance(session, sub.id, week, course.total, due, now)
-
+    failed_due = max(next_lesson_due(claim.due_at, window, zone), window.next_opening(now, zone))
     # Give up a day before the next lesson would be due, so two never go out together.
     give_up_at = next_lesson_due(claim.due_at, window, zone) - timedelta(days=1)
     run.pacer.wait()
     if not batch.holds(session, claim.delivery_id):
         run.report.busy += 1  # the lease ran out while this run was held up: not ours now
-        return
-    try:
-        deliver(
-            session,
-            run.transport,
-            Attempt(claim, sub.id, message, give_up_at, sent, failed),
-            now,
-            run.report,
-        )
-    finally:
         batch.done(claim.delivery_id)
+        return True
+    return run.outlet.submit(
+        Attempt(
+            claim,
+            sub.id,
+            message,
+            give_up_at,
+            on_sent=Advance(sub.id, week, course.total, next_lesson_due(now, window, zone)),
+            follow_up=queued.reminder_for(composer, sub, week, now, window, zone),
+            on_failed=Advance(sub.id, week, course.total, failed_due),
+        ),
+        lambda: batch.done(claim.delivery_id),
+    )
 
 
 def _unavailable(
@@ -223,18 +225,4 @@ def _advance(
     session: Session, subscriber_id: int, week: int, total: int, due: datetime, now: datetime
 ) -> None:
     """Move the subscriber's cursor past lesson `week` (completing the course after the last)."""
-    values: dict[str, object]
-    if week >= total:
-        values = {
-            "status": Status.COMPLETED,
-            "status_changed_at": now,
-            "next_lesson": None,
-            "next_due_at": None,
-        }
-    else:
-        values = {"next_lesson": week + 1, "next_due_at": due}
-    session.execute(
-        update(Subscriber)
-        .where(Subscriber.id == subscriber_id, Subscriber.next_lesson == week)
-        .values(**values)
-    )
+    outcomes.advance(session.connection(), [Advance(subscriber_id, week, total, due)], now)

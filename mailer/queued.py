@@ -8,7 +8,7 @@ cancelled instead of sent.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -17,10 +17,11 @@ from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
 from mailer import claims, ledger
-from mailer.attempt import Attempt, Sending, deliver
+from mailer.attempt import Attempt, Sending
 from mailer.compose import Composer
 from mailer.course import Course
 from mailer.models import Broadcast, Delivery, DeliveryStatus
+from mailer.outcomes import FollowUp
 from mailer.timing import SendWindow
 from subscribers.models import Status, Subscriber
 
@@ -86,26 +87,40 @@ def _queued_batch(run: Sending, rows: Sequence[Any], ready_now: Any) -> bool:
     try:
         for row in wanted:
             if run.stopping():
+                run.outlet.drain()
                 return False
             run.step()
             claim = got.get(row.id)
             if claim is None:
                 run.report.busy += 1  # another run took it between the read and the claim
                 continue
+            attempt = prepare(session, run.composer, claim, now)
+            if attempt is None:
+                batch.done(claim.delivery_id)
+                continue
             run.pacer.wait()
             if batch.holds(session, claim.delivery_id):
-                deliver_queued(run, claim)
+                if not run.outlet.submit(attempt, _spent(batch, claim.delivery_id)):
+                    run.outlet.drain()
+                    return False
             else:
                 run.report.busy += 1
-            batch.done(claim.delivery_id)
+                batch.done(claim.delivery_id)
+        run.outlet.drain()
     finally:
+        run.outlet.settle()
         batch.release_rest(session, now, "not sent: the run stopped first")
     return True
 
 
-def deliver_queued(run: Sending, claim: ledger.Claim) -> None:
-    """Send one claimed queued row, or cancel it if its subscriber may no longer have it."""
-    session, now, composer = run.session, run.now, run.composer
+def _spent(batch: claims.Batch, delivery_id: int) -> Callable[[], None]:
+    return lambda: batch.done(delivery_id)
+
+
+def prepare(
+    session: Session, composer: Composer, claim: ledger.Claim, now: datetime
+) -> Attempt | None:
+    """The message of a claimed queued row, or None (cancelled: its subscriber may not have it)."""
     row = session.execute(
         select(Delivery.key, Delivery.message_id, Subscriber)
         .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
@@ -116,7 +131,7 @@ def deliver_queued(run: Sending, claim: ledger.Claim) -> None:
     if refused:
         ledger.cancel(session, claim, now, f"not sent: {refused}")
         session.commit()
-        return
+        return None
     try:
         _prepare(session, composer, row.key)
         message = composer.compose(
@@ -132,8 +147,7 @@ def deliver_queued(run: Sending, claim: ledger.Claim) -> None:
         session.commit()
         raise
     lifetime = LIFETIME.get(row.key, DEFAULT_LIFETIME)
-    attempt = Attempt(claim, sub.id, message, claim.due_at + lifetime)
-    deliver(session, run.transport, attempt, now, run.report)
+    return Attempt(claim, sub.id, message, claim.due_at + lifetime)
 
 
 def refusal(key: str, sub: Subscriber, course: Course, now: datetime) -> str | None:
@@ -163,24 +177,23 @@ def refusal(key: str, sub: Subscriber, course: Course, now: datetime) -> str | N
     return f"no such message {key!r}"
 
 
-def queue_reminder(
-    session: Session,
+def reminder_for(
     composer: Composer,
     sub: Any,
     week: int,
     sent_at: datetime,
     window: SendWindow,
     zone: ZoneInfo,
-) -> None:
-    """After lesson `week` went out, queue its mid-week nudge (when there is one); no commit."""
+) -> FollowUp | None:
+    """Lesson `week`'s mid-week nudge, to queue once the lesson is sent (None: there is none)."""
     course = composer.renderer.course
     lesson = course.lesson(week)
     if not (course.reminders and lesson.reminder and sub.reminders):
-        return
+        return None
     local_day = sent_at.astimezone(zone).date() + timedelta(days=course.reminder_after_days)
     key = lesson.reminder_key
     message_id = composer.message_id(sub.id, key, sub.course_round)
-    ledger.enqueue(session, sub.id, key, message_id, window.opens_on(local_day, zone), sent_at)
+    return FollowUp(sub.id, key, message_id, window.opens_on(local_day, zone))
 
 
 def _prepare(session: Session, composer: Composer, key: str) -> None:

@@ -14,6 +14,7 @@ from mailer import claims, dispatch, ledger, runlock
 from mailer.attempt import Pacer, Sending, SendReport
 from mailer.errors import DatabaseUnavailable, RekindleError, TransportUnavailable
 from mailer.models import Run
+from mailer.pipeline import Pipeline
 from mailer.runtime import Runtime
 
 KEEP_RUNS = 1000  # older run records are pruned
@@ -28,6 +29,7 @@ def send_run(
     dry_run: bool = False,
     progress: Any = None,
     stop: StopFlag | None = None,
+    connections: int | None = None,
 ) -> SendReport:
     """Deliver everything due at `now` through the configured transport; record the run.
 
@@ -36,7 +38,9 @@ def send_run(
     Raises TransportUnavailable (exit 75) with `.report` attached.
     """
     try:
-        return _send_run(rt, now, dry_run=dry_run, progress=progress, stop=stop)
+        return _send_run(
+            rt, now, dry_run=dry_run, progress=progress, stop=stop, connections=connections
+        )
     except (OperationalError, InterfaceError) as exc:
         reason = " ".join(str(exc.orig or exc).split())[:300]
         raise DatabaseUnavailable(f"the database cannot be reached: {reason}") from None
@@ -49,6 +53,7 @@ def _send_run(
     dry_run: bool,
     progress: Any,
     stop: StopFlag | None,
+    connections: int | None,
 ) -> SendReport:
     if dry_run:
         guard = runlock.RunLock("dry-run")
@@ -65,31 +70,38 @@ def _send_run(
         if not dry_run:
             report.recovered = claims.recover(session, guard.alive(session), now)
             run = _start(session, now)
-        transport = rt.transport()
+        count = 1 if dry_run else max(1, connections or rt.settings.smtp_connections)
+        transports = [rt.transport() for _ in range(count)]
+        pipeline = Pipeline(session, transports, now, report, stop=stop)
         try:
-            with transport:
-                if progress is not None:
-                    progress.length = dispatch.count_due(session, now)
-                dispatch.send_due(
-                    Sending(
-                        session,
-                        transport,
-                        composer,
-                        rt.settings.send_window,
-                        now,
-                        report,
-                        Pacer(rt.settings.rate_limit),
-                        owner=guard.owner,
-                        lease=timedelta(seconds=rt.settings.claim_lease),
-                        stop=stop,
-                        progress=progress.update if progress is not None else None,
-                    )
+            if progress is not None:
+                progress.length = dispatch.count_due(session, now)
+            dispatch.send_due(
+                Sending(
+                    session,
+                    pipeline,
+                    composer,
+                    rt.settings.send_window,
+                    now,
+                    report,
+                    Pacer(rt.settings.rate_limit),
+                    owner=guard.owner,
+                    lease=timedelta(seconds=rt.settings.claim_lease),
+                    stop=stop,
+                    progress=progress.update if progress is not None else None,
                 )
+            )
+            pipeline.close()
         except TransportUnavailable as exc:
+            pipeline.close()
             _finish(session, run, report, "unavailable", str(exc))
             raise
         except RekindleError as exc:
+            pipeline.close()
             _finish(session, run, report, "error", str(exc))
+            raise
+        except BaseException:
+            pipeline.close()
             raise
         _finish(session, run, report, "ok", None)
         return report

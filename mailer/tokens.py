@@ -6,11 +6,30 @@ import hashlib
 import hmac
 from datetime import timedelta
 
-from itsdangerous import BadSignature, URLSafeSerializer, URLSafeTimedSerializer
+from itsdangerous import BadSignature, Signer, URLSafeSerializer, URLSafeTimedSerializer
+from itsdangerous.encoding import want_bytes
 
 UNSUBSCRIBE_SALT = "rekindle.unsubscribe"
 CONFIRM_SALT = "rekindle.confirm"
 CONFIRM_MAX_AGE = timedelta(days=7)
+
+
+_DERIVED: dict[tuple[bytes, bytes], bytes] = {}
+
+
+class KeyOnceSigner(Signer):
+    """itsdangerous' Signer, deriving its key once per (secret, salt) instead of per token.
+
+    The tokens are byte for byte the same; a send run signs one link per message.
+    """
+
+    def derive_key(self, secret_key: str | bytes | None = None) -> bytes:
+        secret = want_bytes(self.secret_keys[-1] if secret_key is None else secret_key)
+        cache_key = (secret, want_bytes(self.salt))
+        key = _DERIVED.get(cache_key)
+        if key is None:
+            key = _DERIVED[cache_key] = super().derive_key(secret_key)
+        return key
 
 
 class Tokens:
@@ -22,7 +41,7 @@ class Tokens:
 
     def __init__(self, secret: str) -> None:
         self._secret = secret.encode()
-        self._unsubscribe = URLSafeSerializer(secret, salt=UNSUBSCRIBE_SALT)
+        self._unsubscribe = URLSafeSerializer(secret, salt=UNSUBSCRIBE_SALT, signer=KeyOnceSigner)
         self._confirm = URLSafeTimedSerializer(secret, salt=CONFIRM_SALT)
 
     def email_digest(self, email: str) -> str:

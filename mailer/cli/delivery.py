@@ -24,13 +24,23 @@ NOW_HELP = "Behave as if the clock read this ISO-8601 instant (overrides REKINDL
 @click.option("--dry-run", is_flag=True, help="Report what is due without sending or recording.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as a JSON object.")
 @click.option(
+    "--connections",
+    type=click.IntRange(1, 32),
+    help="SMTP connections to use at once (default: smtp_connections, else 1).",
+)
+@click.option(
     "--retry-failed",
     is_flag=True,
     help="First put failed deliveries (not to bounced people) back in the queue.",
 )
 @pass_runtime
 def send(
-    rt: Runtime, now_text: str | None, dry_run: bool, as_json: bool, retry_failed: bool
+    rt: Runtime,
+    now_text: str | None,
+    dry_run: bool,
+    as_json: bool,
+    connections: int | None,
+    retry_failed: bool,
 ) -> None:
     """Deliver every lesson that is due now, then print a one-line summary.
 
@@ -56,7 +66,7 @@ def send(
             click.echo(f"put {len(retry.requeued)} failed deliveries back in the queue", err=True)
     try:
         with _progress(interactive() and not as_json) as bar:
-            report = runs.send_run(rt, now, dry_run=dry_run, progress=bar)
+            report = runs.send_run(rt, now, dry_run=dry_run, progress=bar, connections=connections)
     except TransportUnavailable as exc:
         _print(getattr(exc, "report", SendReport()), as_json)
         raise

@@ -1,0 +1,155 @@
+"""Recording accepted messages in bulk: ledger rows, course cursors, follow-up reminders.
+
+The answers that come back together are written with a few statements in one
+transaction, whatever their number: one fenced UPDATE … RETURNING marks the
+messages sent, one executemany moves the cursors on, one upsert queues the
+reminders. The statements are built once (Core, bound parameters), so each
+run compiles them once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Connection, Table, bindparam, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from mailer.models import Delivery, DeliveryStatus
+from subscribers.models import Status, Subscriber
+
+DELIVERIES: Table = Delivery.__table__  # type: ignore[assignment]
+SUBSCRIBERS: Table = Subscriber.__table__  # type: ignore[assignment]
+
+
+@dataclass(frozen=True)
+class Advance:
+    """Move a subscriber's course cursor past lesson `week`; the next one is due at `due`."""
+
+    subscriber_id: int
+    week: int
+    total: int
+    due: datetime
+
+
+@dataclass(frozen=True)
+class FollowUp:
+    """A message to queue once this one is sent (a lesson's mid-week reminder)."""
+
+    subscriber_id: int
+    key: str
+    message_id: str
+    due_at: datetime
+
+
+_MARK_SENT = (
+    update(DELIVERIES)
+    .where(
+        DELIVERIES.c.id.in_(bindparam("ids", expanding=True)),
+        DELIVERIES.c.claim_token == bindparam("token"),
+    )
+    .values(
+        status=DeliveryStatus.SENT,
+        sent_at=bindparam("now"),
+        attempts=DELIVERIES.c.attempts + 1,
+        last_error=None,
+        next_attempt_at=None,
+        updated_at=bindparam("now"),
+        claim_token=None,
+        claimed_until=None,
+        claimed_by=None,
+    )
+    .returning(DELIVERIES.c.id)
+)
+_WHERE_CURSOR = (
+    SUBSCRIBERS.c.id == bindparam("b_id"),
+    SUBSCRIBERS.c.next_lesson == bindparam("b_week"),
+)
+_MOVE = (
+    update(SUBSCRIBERS)
+    .where(*_WHERE_CURSOR)
+    .values(next_lesson=bindparam("b_next"), next_due_at=bindparam("b_due"))
+)
+_COMPLETE = (
+    update(SUBSCRIBERS)
+    .where(*_WHERE_CURSOR)
+    .values(
+        status=Status.COMPLETED,
+        status_changed_at=bindparam("b_now"),
+        next_lesson=None,
+        next_due_at=None,
+    )
+)
+_REQUEUE = {
+    "status": DeliveryStatus.QUEUED,
+    "attempts": 0,
+    "next_attempt_at": None,
+    "sent_at": None,
+    "last_error": None,
+    "claim_token": None,
+    "claimed_until": None,
+    "claimed_by": None,
+}
+
+
+def mark_sent(connection: Connection, claims: Iterable[tuple[int, str]], now: datetime) -> set[int]:
+    """Mark (delivery id, claim token) pairs sent where the claim still holds; the ids marked."""
+    by_token: dict[str, list[int]] = {}
+    for delivery_id, token in claims:
+        by_token.setdefault(token, []).append(delivery_id)
+    marked: set[int] = set()
+    for token, ids in by_token.items():
+        result = connection.execute(_MARK_SENT, {"ids": ids, "token": token, "now": now})
+        marked.update(result.scalars())
+    return marked
+
+
+def advance(connection: Connection, moves: Sequence[Advance], now: datetime) -> None:
+    """Move each cursor past its lesson (completing the course after the last); no commit."""
+    onward = [
+        {"b_id": m.subscriber_id, "b_week": m.week, "b_next": m.week + 1, "b_due": m.due}
+        for m in moves
+        if m.week < m.total
+    ]
+    done = [
+        {"b_id": m.subscriber_id, "b_week": m.week, "b_now": now}
+        for m in moves
+        if m.week >= m.total
+    ]
+    if onward:
+        connection.execute(_MOVE, onward)
+    if done:
+        connection.execute(_COMPLETE, done)
+
+
+def enqueue(connection: Connection, follow_ups: Sequence[FollowUp], now: datetime) -> None:
+    """Queue each follow-up: a new row, or a failed or cancelled one again; no commit.
+
+    A row already queued, deferred, sending or sent is left as it is.
+    """
+    if not follow_ups:
+        return
+    insert = postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
+    statement = insert(DELIVERIES).values(
+        [
+            {
+                "subscriber_id": f.subscriber_id,
+                "key": f.key,
+                "status": DeliveryStatus.QUEUED,
+                "message_id": f.message_id,
+                "due_at": f.due_at,
+                "attempts": 0,
+                "updated_at": now,
+            }
+            for f in follow_ups
+        ]
+    )
+    excluded = statement.excluded
+    connection.execute(
+        statement.on_conflict_do_update(
+            index_elements=[DELIVERIES.c.subscriber_id, DELIVERIES.c.key],
+            set_={**_REQUEUE, "due_at": excluded.due_at, "updated_at": excluded.updated_at},
+            where=DELIVERIES.c.status.in_((DeliveryStatus.FAILED, DeliveryStatus.CANCELLED)),
+        )
+    )

@@ -1,0 +1,257 @@
+"""Benchmark: `rekindle-mail send` against the raw SMTP ceiling of the same sink.
+
+    python tests/bench/send_throughput.py [--n 100000] [--database-url URL] [--connections N]
+
+Seeds N subscribers, all due at once, by `subscribers import` (timed: the import
+rate); times an idle `send` (nothing due) over all of them; starts an aiosmtpd
+sink in its own process; runs `rekindle-mail send` as a subprocess (messages per
+second, peak RSS); then sends a sample of the project's own messages as raw
+bytes over one reused connection to the same sink (the wire ceiling), and a
+naive pipeline (premailer and a fresh EmailMessage per recipient, a connection
+per message) on a smaller N as a reference. Prints one table.
+
+With a PostgreSQL URL, the benchmark works in a schema of its own, dropped
+afterwards. Nothing here is a test: it prints figures and exits 0 unless a run
+failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import shutil
+import smtplib
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from email.message import EmailMessage
+from email.policy import SMTP
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ADDED = "2026-03-02T08:00:00+00:00"  # a Monday, 08:00 UTC: lesson 1 is due at 09:00
+IDLE_AT = "2026-03-02T08:30:00+00:00"  # before anything is due
+SEND_AT = "2026-03-02T09:30:00+00:00"  # everything is due
+SCRIPT = shutil.which("rekindle-mail", path=str(Path(sys.executable).parent)) or "rekindle-mail"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def database(url: str | None, workdir: Path) -> Iterator[str]:
+    """A fresh database: a SQLite file in `workdir`, or a new schema on the PostgreSQL server."""
+    if not url or url.startswith("sqlite"):
+        yield url or f"sqlite:///{workdir / 'bench.db'}"
+        return
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    from mailer.db import normalize_url
+
+    schema = f"bench_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(normalize_url(url))
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        scoped = make_url(normalize_url(url)).update_query_dict(
+            {"options": f"-csearch_path={schema}"}
+        )
+        yield scoped.render_as_string(hide_password=False)
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@contextmanager
+def sink() -> Iterator[tuple[str, list[int]]]:
+    """An SMTP sink in its own process; yields its URL and, after exit, [messages, bytes]."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, str(HERE / "sink.py"), str(port)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    if proc.stdout.readline().strip() != "ready":
+        raise SystemExit("the SMTP sink did not start")
+    counts: list[int] = []
+    try:
+        yield f"smtp://127.0.0.1:{port}", counts
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=30)
+        counts.extend(int(x) for x in out.split())
+
+
+def run_timed(env: dict[str, str], *args: str) -> tuple[float, int, str]:
+    """Run the console script; return (seconds, peak RSS in MB, stdout). Exits on failure."""
+    started = time.perf_counter()
+    proc = subprocess.Popen([SCRIPT, *args], env=env, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    out = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    elapsed = time.perf_counter() - started
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"rekindle-mail {' '.join(args)} exited {proc.returncode}")
+    return elapsed, usage.ru_maxrss // 1024, out
+
+
+def seed(env: dict[str, str], n: int, workdir: Path) -> float:
+    """Import N subscribers (all in UTC); return rows per second."""
+    path = workdir / "subscribers.csv"
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["email", "name", "timezone"])
+        for i in range(n):
+            writer.writerow([f"reader{i}@example.org", f"Reader {i}", "UTC"])
+    elapsed, _, _ = run_timed({**env, "REKINDLE_NOW": ADDED}, "subscribers", "import", str(path))
+    return n / elapsed
+
+
+def sample_messages(env: dict[str, str], count: int) -> list[tuple[str, str, bytes]]:
+    """`count` of the project's own lesson-1 messages as (from, to, bytes), built in-process."""
+    from datetime import datetime
+
+    from mailer.runtime import Runtime
+
+    rt = Runtime(env=env)
+    now = datetime.fromisoformat(SEND_AT)
+    messages = []
+    with rt.session() as session:
+        composer = rt.composer(session)
+        for i in range(count):
+            email = f"sample{i}@example.org"
+            out = composer.lesson(
+                1,
+                subscriber_id=10_000_000 + i,
+                email=email,
+                name=f"Sample {i}",
+                date=now,
+                message_id=composer.message_id(10_000_000 + i, "lesson-1"),
+            )
+            messages.append((out.sender, out.recipient, out.data))
+    rt.close()
+    return messages
+
+
+def wire_rate(url: str, messages: list[tuple[str, str, bytes]]) -> float:
+    """Raw bytes over one reused connection: the ceiling the sink allows."""
+    port = int(url.rsplit(":", 1)[1])
+    started = time.perf_counter()
+    with smtplib.SMTP("127.0.0.1", port) as smtp:
+        for sender, recipient, data in messages:
+            smtp.sendmail(sender, [recipient], data)
+    return len(messages) / (time.perf_counter() - started)
+
+
+def naive_rate(url: str, env: dict[str, str], count: int) -> float:
+    """Premailer and a fresh EmailMessage per recipient, a new connection per message."""
+    import premailer
+
+    from mailer.runtime import Runtime
+
+    rt = Runtime(env=env)
+    lesson = rt.renderer.lesson(1)
+    html, text = lesson.personalise(_sample_recipient())
+    rt.close()
+    port = int(url.rsplit(":", 1)[1])
+    started = time.perf_counter()
+    for i in range(count):
+        inlined = premailer.transform(html, disable_validation=True)
+        msg = EmailMessage()
+        msg["From"] = "Rekindle <hello@example.org>"
+        msg["To"] = f"Naive {i} <naive{i}@example.org>"
+        msg["Subject"] = "Week 1 of 6"
+        msg.set_content(text)
+        msg.add_alternative(inlined, subtype="html")
+        data = msg.as_bytes(policy=SMTP)
+        with smtplib.SMTP("127.0.0.1", port) as smtp:
+            smtp.sendmail("hello@example.org", [f"naive{i}@example.org"], data)
+    return count / (time.perf_counter() - started)
+
+
+def _sample_recipient():  # type: ignore[no-untyped-def]
+    from mailer.render import Recipient
+
+    return Recipient(
+        first_name="Sample",
+        email="sample@example.org",
+        unsubscribe_url="https://rekindle.example.org/unsubscribe/x",
+        confirm_url="",
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, default=100_000, help="subscribers (default 100000)")
+    parser.add_argument("--database-url", help="PostgreSQL URL (default: a SQLite file)")
+    parser.add_argument("--connections", type=int, help="passed to send --connections")
+    parser.add_argument("--wire-sample", type=int, default=3000, help="messages for the ceiling")
+    parser.add_argument("--naive-n", type=int, default=300, help="messages for the naive row")
+    args = parser.parse_args()
+
+    workdir = Path(tempfile.mkdtemp(prefix="rekindle-bench-"))
+    try:
+        with database(args.database_url, workdir) as url, sink() as (smtp_url, counts):
+            env = {k: v for k, v in os.environ.items() if not k.startswith("REKINDLE_")}
+            env.update(
+                HOME=str(workdir),
+                REKINDLE_DATABASE_URL=url,
+                REKINDLE_SMTP_URL=smtp_url,
+                REKINDLE_FROM="Rekindle <hello@example.org>",
+                REKINDLE_BASE_URL="https://rekindle.example.org",
+                REKINDLE_POSTAL_ADDRESS="Rekindle, 1 Example Street, Springfield",
+                REKINDLE_SECRET_KEY="benchmark-secret",
+            )
+            import_rate = seed(env, args.n, workdir)
+            idle = min(run_timed(env, "send", "--now", IDLE_AT)[0] for _ in range(3))
+            send_args = ["send", "--now", SEND_AT, "--json"]
+            if args.connections:
+                send_args += ["--connections", str(args.connections)]
+            elapsed, rss, out = run_timed(env, *send_args)
+            report = json.loads(out)
+            sent = int(report["sent"])
+            sample = sample_messages(env, args.wire_sample)
+            ceiling = wire_rate(smtp_url, sample)
+            naive = naive_rate(smtp_url, env, args.naive_n)
+        backend = "postgresql" if url.startswith("postgresql") else "sqlite"
+        rate = sent / elapsed
+        rows = [
+            ("database", backend),
+            ("subscribers (N)", f"{args.n:,}"),
+            ("send --connections", str(args.connections or "default")),
+            ("send: messages sent", f"{sent:,} (sink accepted {counts[0]:,})"),
+            ("send: wall time", f"{elapsed:.1f} s"),
+            ("send: messages/s", f"{rate:.0f}"),
+            ("wire ceiling (raw bytes, 1 connection)", f"{ceiling:.0f} msg/s"),
+            ("send / wire", f"{rate / ceiling:.2f}"),
+            ("naive pipeline (reference)", f"{naive:.0f} msg/s over {args.naive_n}"),
+            ("send: peak RSS", f"{rss} MB"),
+            ("idle send (nothing due), best of 3", f"{idle:.2f} s"),
+            ("subscribers import", f"{import_rate:,.0f} rows/s"),
+            ("message size", f"{len(sample[0][2]):,} bytes"),
+        ]
+        width = max(len(k) for k, _ in rows)
+        for key, value in rows:
+            print(f"{key.ljust(width)}  {value}")
+        if sent != args.n or counts[0] != args.n + args.wire_sample + args.naive_n:
+            raise SystemExit("not every message was delivered exactly once")
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
