@@ -1,19 +1,22 @@
 """A real SMTP server for tests: aiosmtpd on a free loopback port that keeps every message.
 
-It counts connections and can be scripted to answer any stage with a given
-reply, or to drop the connection, the way real relays misbehave.
+It counts connections and can be scripted to answer any stage (greeting, EHLO,
+AUTH, MAIL, RCPT, the DATA command, the final dot) with a given reply, to hang
+up, or to fall silent until the client times out, the way real relays misbehave.
 """
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
 import socket
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.message import EmailMessage
-from typing import Any
+from typing import Any, AnyStr
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
@@ -43,13 +46,20 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+# Script values besides reply lines such as "451 4.7.1 Greylisted".
+PASS = "pass"  # in a list of replies in turn: this time, go on as normal
+DROP = "drop"  # hang up without a word
+STALL = "stall"  # say nothing for Script.stall_seconds, then hang up (the client times out)
+
+
 @dataclass
 class Received:
-    """One message as the server accepted it."""
+    """One message as the server accepted it (or saw it, in RecordingHandler.seen)."""
 
     mail_from: str
     rcpt_tos: list[str]
     data: bytes
+    at: float = 0.0  # time.monotonic() when the final dot arrived
 
     @property
     def message(self) -> EmailMessage:
@@ -58,13 +68,23 @@ class Received:
 
 @dataclass
 class Script:
-    """Replies to give instead of accepting; each value is a reply or 'drop'."""
+    """Replies to give instead of accepting.
 
-    mail: list[str] = field(default_factory=list)
+    Each value is a reply line, DROP or STALL; in the lists taken in turn also
+    PASS (accept this one). A 421 reply is followed by hanging up, as RFC 5321
+    §3.8 says. A refused DATA command leaves the transaction open (as aiosmtpd's
+    own refusals do): the client has to send RSET before its next MAIL.
+    """
+
+    mail: list[str] = field(default_factory=list)  # one reply per MAIL, in turn
     rcpt: dict[str, str] = field(default_factory=dict)  # address -> reply, every time
     rcpt_once: dict[str, list[str]] = field(default_factory=dict)  # address -> replies, in turn
-    data: list[str] = field(default_factory=list)  # one reply per DATA, in turn
-    ehlo: str | None = None
+    data: list[str] = field(default_factory=list)  # one reply per final dot, in turn
+    ehlo: str | None = None  # every EHLO and HELO
+    greeting: list[str] = field(default_factory=list)  # one per connection, in turn, then hang up
+    data_cmd: list[str] = field(default_factory=list)  # one reply per DATA command (before 354)
+    auth: str | None = None  # every AUTH command (the server needs an authenticator)
+    stall_seconds: float = 5.0
 
 
 class RecordingHandler:
@@ -72,6 +92,7 @@ class RecordingHandler:
 
     def __init__(self) -> None:
         self.messages: list[Received] = []
+        self.seen: list[Received] = []  # every message that reached the final dot, kept or not
         self.script = Script()
         self.lock = threading.Lock()
 
@@ -79,21 +100,22 @@ class RecordingHandler:
         self, server: SMTP, session: Any, envelope: Any, hostname: str, responses: list[str]
     ) -> list[str]:
         if self.script.ehlo:
-            return [self.script.ehlo]
+            return [await self.answer(server, self.script.ehlo)]
         session.host_name = hostname
         return responses
 
     async def handle_HELO(self, server: SMTP, session: Any, envelope: Any, hostname: str) -> str:
         if self.script.ehlo:
-            return self.script.ehlo
+            return await self.answer(server, self.script.ehlo)
         session.host_name = hostname
         return f"250 {server.hostname}"
 
     async def handle_MAIL(
         self, server: SMTP, session: Any, envelope: Any, address: str, options: list[str]
     ) -> str:
-        if self.script.mail:
-            return self._reply(server, self.script.mail.pop(0))
+        reply = self.script.mail.pop(0) if self.script.mail else PASS
+        if reply != PASS:
+            return await self.answer(server, reply)
         envelope.mail_from = address
         envelope.mail_options.extend(options)
         return "250 OK"
@@ -102,35 +124,93 @@ class RecordingHandler:
         self, server: SMTP, session: Any, envelope: Any, address: str, options: list[str]
     ) -> str:
         queued = self.script.rcpt_once.get(address)
-        if queued:
-            return self._reply(server, queued.pop(0))
-        if address in self.script.rcpt:
-            return self._reply(server, self.script.rcpt[address])
+        reply = queued.pop(0) if queued else self.script.rcpt.get(address, PASS)
+        if reply != PASS:
+            return await self.answer(server, reply)
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
     async def handle_DATA(self, server: SMTP, session: Any, envelope: Any) -> str:
-        if self.script.data:
-            reply = self.script.data.pop(0)
-            if reply != "accept-then-drop":
-                return self._reply(server, reply)
+        with self.lock:
+            self.seen.append(self._received(envelope))
+        reply = self.script.data.pop(0) if self.script.data else PASS
+        if reply == "accept-then-drop":
             self._keep(envelope)
-            return self._reply(server, "drop")
+            return await self.answer(server, DROP)
+        if reply != PASS:
+            return await self.answer(server, reply)
         self._keep(envelope)
         return "250 2.0.0 Message accepted for delivery"
 
     def _keep(self, envelope: Any) -> None:
         with self.lock:
-            self.messages.append(
-                Received(envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content)
-            )
+            self.messages.append(self._received(envelope))
 
     @staticmethod
-    def _reply(server: SMTP, reply: str) -> str:
-        if reply == "drop":
-            server.transport.close()
-            return "421 closing"
+    def _received(envelope: Any) -> Received:
+        return Received(
+            envelope.mail_from,
+            list(envelope.rcpt_tos),
+            envelope.original_content,
+            time.monotonic(),
+        )
+
+    async def answer(self, server: SMTP, reply: str) -> str:
+        """The reply line to send for a scripted `reply`, hanging up first for DROP and STALL."""
+        if reply == STALL:
+            try:
+                await asyncio.sleep(self.script.stall_seconds)
+            finally:  # also when the client gave up first and the session is being torn down
+                if server.transport is not None:
+                    server.transport.close()
+            reply = DROP
+        if reply == DROP:
+            if server.transport is not None:
+                server.transport.close()
+            return "421 closing"  # never reaches the client: the connection is closed
         return reply
+
+
+class ScriptedSMTP(SMTP):
+    """aiosmtpd's SMTP with the greeting, the DATA command and AUTH answered from the Script."""
+
+    event_handler: RecordingHandler
+
+    async def push(self, status: AnyStr) -> None:
+        await super().push(status)
+        line = status if isinstance(status, str) else status.decode("ascii", "replace")
+        if line.startswith("421") and self.transport is not None:
+            self.transport.close()  # 421: the server closes the channel (RFC 5321 §3.8)
+
+    async def _handle_client(self) -> None:
+        script = self.event_handler.script
+        reply = script.greeting.pop(0) if script.greeting else PASS
+        if reply == PASS:
+            await super()._handle_client()
+            return
+        try:
+            line = await self.event_handler.answer(self, reply)
+            if self.transport is not None:
+                await self.push(line)
+        finally:
+            if self.transport is not None:
+                self.transport.close()
+
+    async def smtp_DATA(self, arg: str) -> None:
+        script = self.event_handler.script
+        waiting = self.envelope is not None and bool(self.envelope.rcpt_tos) and not arg
+        reply = script.data_cmd.pop(0) if script.data_cmd and waiting else PASS
+        if reply == PASS:
+            await super().smtp_DATA(arg)
+            return
+        await self.push(await self.event_handler.answer(self, reply))
+
+    async def smtp_AUTH(self, arg: str) -> None:
+        reply = self.event_handler.script.auth
+        if reply is None:
+            await super().smtp_AUTH(arg)
+            return
+        await self.push(await self.event_handler.answer(self, reply))
 
 
 class CountingController(Controller):
@@ -142,7 +222,7 @@ class CountingController(Controller):
 
     def factory(self) -> SMTP:
         self.connections += 1
-        return super().factory()
+        return ScriptedSMTP(self.handler, **self.SMTP_kwargs)
 
 
 class MailServer:
@@ -174,6 +254,11 @@ class MailServer:
     @property
     def messages(self) -> list[Received]:
         return self.handler.messages
+
+    @property
+    def seen(self) -> list[Received]:
+        """Every message whose data reached the final dot, whether it was then accepted or not."""
+        return self.handler.seen
 
     @property
     def connections(self) -> int:
