@@ -110,14 +110,14 @@ class SmtpTransport:
                 )
             if smtp.sock is not None:
                 smtp.sock.settimeout(SESSION_TIMEOUT)
-            smtp.ehlo_or_helo_if_needed()
+            _hello(smtp)
             if self.scheme == "smtp+starttls":
                 if not smtp.has_extn("starttls"):
                     raise TransportUnavailable(f"{self.description} does not offer STARTTLS")
                 smtp.starttls(context=context)
-                smtp.ehlo()
+                _hello(smtp)
             if self.username:
-                smtp.login(self.username, self._password or "")
+                _login(smtp, self.username, self._password or "")
         except TransportUnavailable:
             _discard(smtp)
             raise
@@ -178,13 +178,57 @@ class SmtpTransport:
         if code == 421 or not 400 <= code < 600:
             self._drop()
             raise TemporaryFailure(reply)
+        self._reset()
         if code < 500:
             raise TemporaryFailure(reply)
         raise permanent(reply)
 
+    def _reset(self) -> None:
+        """End the failed transaction (RSET) so the next message starts clean; drop if it can't.
+
+        smtplib leaves the transaction open when the DATA command itself is
+        refused: without RSET the next MAIL FROM would get 503.
+        """
+        if self._smtp is None:
+            return
+        try:
+            code, _ = self._smtp.rset()
+        except (smtplib.SMTPException, OSError):
+            code = 0
+        if code != 250:
+            self._drop()
+
     def _drop(self) -> None:
         smtp, self._smtp = self._smtp, None
         _discard(smtp)
+
+
+def _hello(smtp: smtplib.SMTP) -> None:
+    """EHLO (HELO for an old server that does not know it); any other refusal ends the session."""
+    code, text = smtp.ehlo()
+    if code in (500, 502):
+        code, text = smtp.helo()
+    if not 200 <= code < 300:
+        raise smtplib.SMTPResponseException(code, text)
+
+
+# Preferred order: PLAIN and LOGIN only ever run inside TLS (or to a loopback relay).
+_MECHANISMS = ("PLAIN", "LOGIN", "CRAM-MD5")
+
+
+def _login(smtp: smtplib.SMTP, user: str, password: str) -> None:
+    """AUTH with the first mechanism both sides know; the server's reply if it refuses.
+
+    Unlike smtplib's login(), a refusal is not followed by the next mechanism on
+    what may be a closed connection (a 421), so the reply reaches the operator.
+    """
+    offered = smtp.esmtp_features.get("auth", "").upper().split()
+    mechanism = next((m for m in _MECHANISMS if m in offered), None)
+    if mechanism is None:
+        raise smtplib.SMTPNotSupportedError("the server offers no AUTH mechanism rekindle knows")
+    smtp.user, smtp.password = user, password
+    method = getattr(smtp, "auth_" + mechanism.lower().replace("-", "_"))
+    smtp.auth(mechanism, method, initial_response_ok=True)
 
 
 def _discard(smtp: smtplib.SMTP | None) -> None:
