@@ -183,6 +183,9 @@ def record(
     Accepted messages are recorded together (see mailer.outcomes). Unexpected
     errors (a bug, not the server) give their claim back and are raised last.
     """
+    outcomes.lock_subscribers(
+        session.connection(), [attempt.subscriber_id for attempt, _ in results]
+    )
     accepted = [attempt for attempt, error in results if error is None]
     if accepted:
         connection = session.connection()

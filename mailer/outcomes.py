@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, Table, bindparam, update
+from sqlalchemy import Connection, Table, bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from mailer.models import Delivery, DeliveryStatus
@@ -91,6 +91,20 @@ _REQUEUE = {
     "claimed_until": None,
     "claimed_by": None,
 }
+
+
+def lock_subscribers(connection: Connection, subscriber_ids: Iterable[int]) -> None:
+    """On PostgreSQL, lock the subscribers' rows before their ledger rows (no commit).
+
+    Every writer takes a subscriber's row before its ledger rows (claiming does,
+    with FOR UPDATE SKIP LOCKED), so two runs never wait on each other in a
+    circle: a deadlock would abort one of them.
+    """
+    if connection.dialect.name == "postgresql":
+        ids = sorted(set(subscriber_ids))
+        connection.execute(
+            select(SUBSCRIBERS.c.id).where(SUBSCRIBERS.c.id.in_(ids)).with_for_update()
+        )
 
 
 def mark_sent(connection: Connection, claims: Iterable[tuple[int, str]], now: datetime) -> set[int]:
