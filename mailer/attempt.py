@@ -100,8 +100,8 @@ class Pacer:
 class Outlet(Protocol):
     """Sends attempts and records their outcome (mailer.pipeline.Pipeline)."""
 
-    def submit(self, attempt: Attempt, done: Callable[[], None]) -> bool:
-        """Send `attempt`; `done` is called once its outcome is committed; False: stopping."""
+    def submit(self, attempt: Attempt, done: Callable[[], None], held: Callable[[], bool]) -> bool:
+        """Send `attempt` if `held()` still says so; `done` once it is recorded; False: stopping."""
 
     def drain(self) -> None:
         """Wait until every submitted attempt is recorded; raise TransportUnavailable if seen."""

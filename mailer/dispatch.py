@@ -181,10 +181,6 @@ def _send_lesson(
     # Give up a day before the next lesson would be due, so two never go out together.
     give_up_at = next_lesson_due(claim.due_at, window, zone) - timedelta(days=1)
     run.pacer.wait()
-    if not batch.holds(session, claim.delivery_id):
-        run.report.busy += 1  # the lease ran out while this run was held up: not ours now
-        batch.done(claim.delivery_id)
-        return True
     return run.outlet.submit(
         Attempt(
             claim,
@@ -196,6 +192,7 @@ def _send_lesson(
             on_failed=Advance(sub.id, week, course.total, failed_due),
         ),
         lambda: batch.done(claim.delivery_id),
+        lambda: batch.holds(session, claim.delivery_id),
     )
 
 

@@ -62,12 +62,15 @@ class Pipeline:
         for thread in self._threads:
             thread.start()
 
-    def submit(self, attempt: Attempt, done: Callable[[], None]) -> bool:
+    def submit(self, attempt: Attempt, done: Callable[[], None], held: Callable[[], bool]) -> bool:
         """Send `attempt` on the next free connection; `done` is called once it is recorded.
 
-        False (nothing sent) when a stop was asked for while waiting for a free
-        connection. Raises TransportUnavailable (after recording everything in
-        flight) once a connection found the server unreachable or refusing the session.
+        Once a connection is free, `held` is asked whether the run still holds the
+        claim (its lease may have run out while the run was held up): if not, the
+        message is not sent and counts as busy. False (nothing sent) when a stop
+        was asked for meanwhile. Raises TransportUnavailable (after recording
+        everything in flight) once a connection found the server unreachable or
+        refusing the session.
         """
         if self._unavailable is None:
             while self._in_flight >= self.connections:
@@ -76,6 +79,10 @@ class Pipeline:
             self.drain()
         if self.stop is not None and self.stop():
             return False
+        if not held():
+            self.report.busy += 1
+            done()
+            return True
         self._inbox.put(Job(attempt, done))
         self._in_flight += 1
         return True

@@ -99,13 +99,11 @@ def _queued_batch(run: Sending, rows: Sequence[Any], ready_now: Any) -> bool:
                 batch.done(claim.delivery_id)
                 continue
             run.pacer.wait()
-            if batch.holds(session, claim.delivery_id):
-                if not run.outlet.submit(attempt, _spent(batch, claim.delivery_id)):
-                    run.outlet.drain()
-                    return False
-            else:
-                run.report.busy += 1
-                batch.done(claim.delivery_id)
+            if not run.outlet.submit(
+                attempt, _spent(batch, claim.delivery_id), _held(session, batch, claim.delivery_id)
+            ):
+                run.outlet.drain()
+                return False
         run.outlet.drain()
     finally:
         run.outlet.settle()
@@ -115,6 +113,10 @@ def _queued_batch(run: Sending, rows: Sequence[Any], ready_now: Any) -> bool:
 
 def _spent(batch: claims.Batch, delivery_id: int) -> Callable[[], None]:
     return lambda: batch.done(delivery_id)
+
+
+def _held(session: Session, batch: claims.Batch, delivery_id: int) -> Callable[[], bool]:
+    return lambda: batch.holds(session, delivery_id)
 
 
 def prepare(
