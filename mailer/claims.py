@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from mailer import ledger
 from mailer.models import Delivery, DeliveryStatus
+from mailer.outcomes import DELIVERIES
 from subscribers.models import Status, Subscriber
 
 SUBSCRIBER_COLUMNS = (
@@ -170,7 +171,7 @@ def claim_lessons(
         "updated_at": now,
     }
     insert = postgresql.insert if _is_postgres(session) else sqlite.insert
-    statement = insert(Delivery).values(
+    statement = insert(DELIVERIES).values(
         [
             {
                 "subscriber_id": sub_id,
@@ -183,13 +184,12 @@ def claim_lessons(
             for sub_id, key, message_id, due_at in rows
         ]
     )
+    c = DELIVERIES.c
     upsert = statement.on_conflict_do_update(
-        index_elements=[Delivery.subscriber_id, Delivery.key],
-        set_=values,
-        where=claimable(now, wall),
-    ).returning(Delivery.id, Delivery.subscriber_id, Delivery.attempts, Delivery.due_at)
+        index_elements=[c.subscriber_id, c.key], set_=values, where=claimable(now, wall)
+    ).returning(c.id, c.subscriber_id, c.attempts, c.due_at)
     got: dict[int, ledger.Claim | ledger.Unavailable] = {}
-    for row in session.execute(upsert):
+    for row in session.connection().execute(upsert):
         got[row.subscriber_id] = ledger.Claim(row.id, batch.token, row.attempts, row.due_at)
         batch.held.add(row.id)
     missing = [(sub_id, key) for sub_id, key, _, _ in rows if sub_id not in got]

@@ -12,8 +12,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
+from typing import Any
 
-from sqlalchemy import Connection, Table, bindparam, select, update
+from sqlalchemy import Connection, Table, bindparam, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from mailer.models import Delivery, DeliveryStatus
@@ -142,28 +144,42 @@ def enqueue(connection: Connection, follow_ups: Sequence[FollowUp], now: datetim
 
     A row already queued, deferred, sending or sent is left as it is.
     """
-    if not follow_ups:
-        return
-    insert = postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
+    if follow_ups:
+        connection.execute(
+            _upsert(connection.dialect.name),
+            [
+                {
+                    "b_sub": f.subscriber_id,
+                    "b_key": f.key,
+                    "b_mid": f.message_id,
+                    "b_due": f.due_at,
+                    "b_now": now,
+                }
+                for f in follow_ups
+            ],
+        )
+
+
+@cache
+def _upsert(dialect: str) -> Any:
+    """INSERT … ON CONFLICT DO UPDATE for queueing, built once per dialect."""
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     statement = insert(DELIVERIES).values(
-        [
-            {
-                "subscriber_id": f.subscriber_id,
-                "key": f.key,
-                "status": DeliveryStatus.QUEUED,
-                "message_id": f.message_id,
-                "due_at": f.due_at,
-                "attempts": 0,
-                "updated_at": now,
-            }
-            for f in follow_ups
-        ]
+        subscriber_id=bindparam("b_sub"),
+        key=bindparam("b_key"),
+        status=DeliveryStatus.QUEUED,
+        message_id=bindparam("b_mid"),
+        due_at=bindparam("b_due"),
+        attempts=0,
+        updated_at=bindparam("b_now"),
     )
     excluded = statement.excluded
-    connection.execute(
-        statement.on_conflict_do_update(
-            index_elements=[DELIVERIES.c.subscriber_id, DELIVERIES.c.key],
-            set_={**_REQUEUE, "due_at": excluded.due_at, "updated_at": excluded.updated_at},
-            where=DELIVERIES.c.status.in_((DeliveryStatus.FAILED, DeliveryStatus.CANCELLED)),
-        )
+    return statement.on_conflict_do_update(
+        index_elements=[DELIVERIES.c.subscriber_id, DELIVERIES.c.key],
+        set_={**_REQUEUE, "due_at": excluded.due_at, "updated_at": excluded.updated_at},
+        # No IN (…): an expanding parameter cannot be used with executemany.
+        where=or_(
+            DELIVERIES.c.status == DeliveryStatus.FAILED,
+            DELIVERIES.c.status == DeliveryStatus.CANCELLED,
+        ),
     )
