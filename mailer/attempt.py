@@ -23,6 +23,7 @@ from mailer.transport import (
     RecipientRefused,
     TemporaryFailure,
     Transport,
+    Withdrawn,
 )
 from subscribers.models import Status, Subscriber
 
@@ -100,8 +101,10 @@ class Pacer:
 class Outlet(Protocol):
     """Sends attempts and records their outcome (mailer.pipeline.Pipeline)."""
 
-    def submit(self, attempt: Attempt, done: Callable[[], None], held: Callable[[], bool]) -> bool:
-        """Send `attempt` if `held()` still says so; `done` once it is recorded; False: stopping."""
+    def submit(
+        self, attempt: Attempt, done: Callable[[], None], held: Callable[[], float | None]
+    ) -> bool:
+        """Send `attempt` while `held()` says the claim holds; `done` once recorded; False: stop."""
 
     def drain(self) -> None:
         """Wait until every submitted attempt is recorded; raise TransportUnavailable if seen."""
@@ -123,6 +126,7 @@ class Sending:
     pacer: Pacer
     owner: str | None = None  # names this run's claims (see runlock)
     lease: timedelta = ledger.LEASE
+    exclusive: bool = False  # this run's lock keeps every other send run out (SQLite)
     stop: Callable[[], bool] | None = None
     progress: Callable[[int], None] | None = None
 
@@ -163,10 +167,12 @@ def deliver(
         raise error
 
 
-def send_one(transport: Transport, message: Outgoing) -> Exception | None:
+def send_one(
+    transport: Transport, message: Outgoing, gate: Callable[[], None] | None = None
+) -> Exception | None:
     """Hand `message` to the transport; the error that says why not, or None on success."""
     try:
-        transport.send(message)
+        transport.send(message, gate)
     except (DeliveryError, TransportUnavailable) as exc:
         return exc
     return None
@@ -213,6 +219,9 @@ def _record_error(
     failed_moves = [attempt.on_failed] if attempt.on_failed else []
     if isinstance(error, TransportUnavailable):
         ledger.release(session, claim, now, str(error))
+    elif isinstance(error, Withdrawn):
+        ledger.release(session, claim, now, error.reply)  # fenced: a no-op if the claim is lost
+        report.busy += 1
     elif isinstance(error, TemporaryFailure):
         retry_at = now + ledger.retry_delay(claim.attempts + 1)
         if retry_at < attempt.give_up_at:

@@ -11,6 +11,7 @@ overwrite what the new owner recorded.
 
 from __future__ import annotations
 
+import math
 import time
 import uuid
 from collections.abc import Iterable, Sequence
@@ -47,21 +48,28 @@ class Batch:
     token: str
     owner: str | None
     lease: timedelta
+    exclusive: bool = False  # no other run can be alive (SQLite's run lock): claims can't be lost
     held: set[int] = field(default_factory=set)
     renewed: float = field(default_factory=time.monotonic)
 
-    def holds(self, session: Session, delivery_id: int) -> bool:
-        """True if the run still holds this claim; asked right before the message is sent.
+    def hold(self, session: Session, delivery_id: int) -> float | None:
+        """Until when (monotonic clock) the run surely holds this claim; None if it lost it.
 
-        The lease is renewed once a third of it has passed on this process's own
-        monotonic clock, so a run that was stopped (SIGSTOP, a VM pause) past its
-        lease finds out here, before sending, that its claims went to another run.
+        Asked right before the message goes to the server. The lease is renewed
+        once a third of it has passed on this process's own monotonic clock, so a
+        run that was stopped (SIGSTOP, a VM pause) past its lease finds out here
+        that its claims went to another run. The answer is good for half a lease:
+        a message whose final dot would come later is withdrawn (see pipeline).
         """
         if delivery_id not in self.held:
-            return False
+            return None
         if time.monotonic() - self.renewed > self.lease.total_seconds() / 3:
             self._renew(session)
-        return delivery_id in self.held
+        if delivery_id not in self.held:
+            return None
+        if self.exclusive:
+            return math.inf
+        return self.renewed + self.lease.total_seconds() / 2
 
     def done(self, delivery_id: int) -> None:
         """The message's outcome is recorded; the claim is spent."""
@@ -101,9 +109,9 @@ class Batch:
         self.renewed = started
 
 
-def new_batch(owner: str | None, lease: timedelta) -> Batch:
+def new_batch(owner: str | None, lease: timedelta, *, exclusive: bool = False) -> Batch:
     """An empty batch for `owner`'s next claims."""
-    return Batch(uuid.uuid4().hex, owner, lease)
+    return Batch(uuid.uuid4().hex, owner, lease, exclusive)
 
 
 def due_subscribers(

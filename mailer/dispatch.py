@@ -109,7 +109,7 @@ def _lesson_batch(run: Sending, subs: Sequence[Any]) -> bool:
             run.step()
             _predict(run, sub, course.lesson(week).key)
         return True
-    batch = claims.new_batch(run.owner, run.lease)
+    batch = claims.new_batch(run.owner, run.lease, exclusive=run.exclusive)
     got = claims.claim_lessons(
         run.session,
         batch,
@@ -192,7 +192,7 @@ def _send_lesson(
             on_failed=Advance(sub.id, week, course.total, failed_due),
         ),
         lambda: batch.done(claim.delivery_id),
-        lambda: batch.holds(session, claim.delivery_id),
+        lambda: batch.hold(session, claim.delivery_id),
     )
 
 

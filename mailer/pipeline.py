@@ -1,17 +1,18 @@
 """SMTP round-trips overlapped with the run's own work: each connection sends from its own thread.
 
 The run's thread claims, composes and records; each sender thread owns one
-transport (one SMTP connection) and only talks to the server. A sender hands
-back the server's answer and waits until the run has committed it before it
-sends again, so a crash leaves at most one accepted-but-unrecorded message per
-open connection (SPEC §5). The answers that arrive together are committed
-together.
+transport (one SMTP connection) and only talks to the server. While the run
+records a sender's last answer, the sender already sends the next message's
+envelope and content, but holds back its final dot until that answer is
+committed: a crash leaves at most one accepted-but-unrecorded message per open
+connection (SPEC §5). The answers that arrive together are committed together.
 """
 
 from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -20,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from mailer.attempt import Attempt, SendReport, record, send_one
 from mailer.errors import TransportUnavailable
-from mailer.transport import Transport
+from mailer.transport import Transport, Withdrawn
 
 
 @dataclass
@@ -29,6 +30,7 @@ class Job:
 
     attempt: Attempt
     done: Callable[[], None]
+    held_until: float  # monotonic: the claim surely holds until then
     recorded: threading.Event = field(default_factory=threading.Event)
 
 
@@ -55,6 +57,7 @@ class Pipeline:
         self._results: queue.SimpleQueue[Result] = queue.SimpleQueue()
         self._in_flight = 0
         self._unavailable: TransportUnavailable | None = None
+        self._halted: TransportUnavailable | None = None  # set by the first sender refused
         self._threads = [
             threading.Thread(target=self._serve, args=(t,), name=f"smtp-{i}", daemon=True)
             for i, t in enumerate(transports)
@@ -62,28 +65,32 @@ class Pipeline:
         for thread in self._threads:
             thread.start()
 
-    def submit(self, attempt: Attempt, done: Callable[[], None], held: Callable[[], bool]) -> bool:
+    def submit(
+        self, attempt: Attempt, done: Callable[[], None], held: Callable[[], float | None]
+    ) -> bool:
         """Send `attempt` on the next free connection; `done` is called once it is recorded.
 
-        Once a connection is free, `held` is asked whether the run still holds the
-        claim (its lease may have run out while the run was held up): if not, the
-        message is not sent and counts as busy. False (nothing sent) when a stop
-        was asked for meanwhile. Raises TransportUnavailable (after recording
-        everything in flight) once a connection found the server unreachable or
-        refusing the session.
+        Once a connection is free, `held` says until when (monotonic clock) the
+        run surely holds the claim, or None if it lost it (its lease ran out while
+        the run was held up): then the message is not sent and counts as busy. A
+        message whose final dot would come after that time is withdrawn. False
+        (nothing sent) when a stop was asked for meanwhile. Raises
+        TransportUnavailable (after recording everything in flight) once a
+        connection found the server unreachable or refusing the session.
         """
         if self._unavailable is None:
-            while self._in_flight >= self.connections:
+            while self._in_flight >= 2 * self.connections:
                 self._collect()
         if self._unavailable is not None:
             self.drain()
         if self.stop is not None and self.stop():
             return False
-        if not held():
+        until = held()
+        if until is None:
             self.report.busy += 1
             done()
             return True
-        self._inbox.put(Job(attempt, done))
+        self._inbox.put(Job(attempt, done, until))
         self._in_flight += 1
         return True
 
@@ -131,14 +138,36 @@ class Pipeline:
                 job.recorded.set()
 
     def _serve(self, transport: Transport) -> None:
+        previous: Job | None = None
         with transport:
             while True:
                 job = self._inbox.get()
                 if job is None:
                     return
-                try:
-                    error = send_one(transport, job.attempt.message)
-                except Exception as exc:  # a bug in a transport: recorded and raised by the run
-                    error = exc
+                gate = _gate(previous, job)
+                halted = self._halted
+                if halted is not None:
+                    error: Exception | None = halted  # the server refused: send nothing more
+                else:
+                    try:
+                        error = send_one(transport, job.attempt.message, gate)
+                    except Exception as exc:  # a bug in a transport: recorded, raised by the run
+                        error = exc
+                    if isinstance(error, TransportUnavailable):
+                        self._halted = error
+                if previous is not None:
+                    previous.recorded.wait()  # answers are recorded in the order they came
                 self._results.put((job, error))
-                job.recorded.wait()
+                previous = job
+
+
+def _gate(previous: Job | None, job: Job) -> Callable[[], None]:
+    """What must hold before `job`'s final dot: the previous answer is recorded, the claim live."""
+
+    def gate() -> None:
+        if previous is not None:
+            previous.recorded.wait()
+        if time.monotonic() > job.held_until:
+            raise Withdrawn("not sent: the claim ran out before the message could go")
+
+    return gate

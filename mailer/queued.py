@@ -82,7 +82,7 @@ def _queued_batch(run: Sending, rows: Sequence[Any], ready_now: Any) -> bool:
             if sub is not None and refusal(row.key, sub, course, now) is None:
                 run.report.sent += 1
         return True
-    batch = claims.new_batch(run.owner, run.lease)
+    batch = claims.new_batch(run.owner, run.lease, exclusive=run.exclusive)
     got = claims.claim_rows(session, batch, [row.id for row in wanted], ready_now, now)
     try:
         for row in wanted:
@@ -115,8 +115,8 @@ def _spent(batch: claims.Batch, delivery_id: int) -> Callable[[], None]:
     return lambda: batch.done(delivery_id)
 
 
-def _held(session: Session, batch: claims.Batch, delivery_id: int) -> Callable[[], bool]:
-    return lambda: batch.holds(session, delivery_id)
+def _held(session: Session, batch: claims.Batch, delivery_id: int) -> Callable[[], float | None]:
+    return lambda: batch.hold(session, delivery_id)
 
 
 def prepare(

@@ -36,7 +36,13 @@ _LIVE_PG_RUNS = text(
 
 
 class RunLock:
-    """The lock one `send` run holds while it lives; `owner` names its claims."""
+    """The lock one `send` run holds while it lives; `owner` names its claims.
+
+    `exclusive` is true when no other send run can be alive meanwhile, so no
+    other run can take this run's claims, however long it is held up.
+    """
+
+    exclusive = False
 
     def __init__(self, owner: str) -> None:
         self.owner = owner
@@ -62,6 +68,8 @@ class RunLock:
 
 class FileRunLock(RunLock):
     """SQLite: an exclusive flock; holding it proves every other run has ended."""
+
+    exclusive = True
 
     def __init__(self, owner: str, fd: int) -> None:
         super().__init__(owner)

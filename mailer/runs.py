@@ -87,6 +87,7 @@ def _send_run(
                     Pacer(rt.settings.rate_limit),
                     owner=guard.owner,
                     lease=timedelta(seconds=rt.settings.claim_lease),
+                    exclusive=guard.exclusive,
                     stop=stop,
                     progress=progress.update if progress is not None else None,
                 )

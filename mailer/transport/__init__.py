@@ -9,6 +9,7 @@ from mailer.transport.base import (
     RecipientRefused,
     TemporaryFailure,
     Transport,
+    Withdrawn,
 )
 from mailer.transport.maildir import MaildirTransport
 from mailer.transport.smtp import SmtpTransport
@@ -21,6 +22,7 @@ __all__ = [
     "SmtpTransport",
     "TemporaryFailure",
     "Transport",
+    "Withdrawn",
     "open_transport",
 ]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from types import TracebackType
 from typing import Protocol, Self
 
@@ -28,11 +29,17 @@ class MessageRefused(DeliveryError):
     """5xx reply to MAIL or DATA: this message failed; the subscriber is not at fault."""
 
 
+class Withdrawn(DeliveryError):
+    """The run took the message back before the server could accept it (its claim ran out)."""
+
+
 class Transport(Protocol):
     """Delivers messages; used as a context manager so one connection serves a run.
 
     `send` returns on success and raises a DeliveryError for the message, or
-    mailer.errors.TransportUnavailable when no message can go out now.
+    mailer.errors.TransportUnavailable when no message can go out now. It
+    calls `gate` (if given) at the last moment before the message can be
+    accepted (SMTP: before the final dot).
     """
 
     description: str
@@ -46,4 +53,4 @@ class Transport(Protocol):
         tb: TracebackType | None,
     ) -> None: ...
 
-    def send(self, message: Outgoing) -> None: ...
+    def send(self, message: Outgoing, gate: Callable[[], None] | None = None) -> None: ...

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import mailbox
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -30,8 +31,13 @@ class MaildirTransport:
     ) -> None:
         self._box = None
 
-    def send(self, message: Outgoing) -> None:
-        """Store the message in new/ (atomically: written in tmp/, then renamed)."""
+    def send(self, message: Outgoing, gate: Callable[[], None] | None = None) -> None:
+        """Store the message in new/ (atomically: written in tmp/, then renamed).
+
+        `gate`, if given, is called before the message becomes visible.
+        """
+        if gate is not None:
+            gate()
         try:
             if self._box is None:
                 # An existing empty folder (a fresh volume, an operator's mkdir) is fine too.

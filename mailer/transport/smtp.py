@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import re
 import smtplib
+import socket
 import ssl
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -13,7 +16,7 @@ from urllib.parse import unquote, urlsplit
 
 from mailer.errors import ConfigError, TransportUnavailable, describe
 from mailer.message import Outgoing
-from mailer.transport.base import MessageRefused, RecipientRefused, TemporaryFailure
+from mailer.transport.base import MessageRefused, RecipientRefused, TemporaryFailure, Withdrawn
 
 DEFAULT_PORTS = {"smtp": 25, "smtp+starttls": 587, "smtps": 465}
 CONNECT_TIMEOUT = 30.0
@@ -110,6 +113,9 @@ class SmtpTransport:
                 )
             if smtp.sock is not None:
                 smtp.sock.settimeout(SESSION_TIMEOUT)
+                # The final dot may follow the content after a pause (see send):
+                # Nagle's algorithm would hold it back for the peer's delayed ACK.
+                smtp.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             _hello(smtp)
             if self.scheme == "smtp+starttls":
                 if not smtp.has_extn("starttls"):
@@ -144,8 +150,12 @@ class SmtpTransport:
             ) from None
         return smtp
 
-    def send(self, message: Outgoing) -> None:
-        """Deliver one message, or raise the DeliveryError that says what happened."""
+    def send(self, message: Outgoing, gate: Callable[[], None] | None = None) -> None:
+        """Deliver one message, or raise the DeliveryError that says what happened.
+
+        `gate`, if given, is called after the content has gone and before the
+        final dot: the server cannot accept this message before it returns.
+        """
         if self._smtp is None:
             self._smtp = self._connect()
         smtp = self._smtp
@@ -157,7 +167,10 @@ class SmtpTransport:
                 )
             options = ["SMTPUTF8", "BODY=8BITMIME"]
         try:
-            smtp.sendmail(message.sender, [message.recipient], message.data, options)
+            _transaction(smtp, message, options, gate)
+        except Withdrawn:
+            self._drop()  # mid-DATA: hanging up is the only way to take the message back
+            raise
         except smtplib.SMTPRecipientsRefused as exc:
             code, text = next(iter(exc.recipients.values()))
             self._fail(code, text, permanent=RecipientRefused)
@@ -201,6 +214,36 @@ class SmtpTransport:
     def _drop(self) -> None:
         smtp, self._smtp = self._smtp, None
         _discard(smtp)
+
+
+_LEADING_DOT = re.compile(rb"(?m)^\.")
+
+
+def _transaction(
+    smtp: smtplib.SMTP, message: Outgoing, options: list[str], gate: Callable[[], None] | None
+) -> None:
+    """MAIL, RCPT, DATA and the content, then `gate`, then the final dot (RFC 5321 §3.3).
+
+    smtplib's sendmail() does the same in one call; this splits it so the run
+    can record the previous message while this one's content travels.
+    """
+    code, text = smtp.mail(message.sender, options)
+    if code != 250:
+        raise smtplib.SMTPSenderRefused(code, text, message.sender)
+    code, text = smtp.rcpt(message.recipient)
+    if code not in (250, 251):
+        raise smtplib.SMTPRecipientsRefused({message.recipient: (code, text)})
+    smtp.putcmd("data")
+    code, text = smtp.getreply()
+    if code != 354:
+        raise smtplib.SMTPDataError(code, text)
+    smtp.send(_LEADING_DOT.sub(b"..", message.data) + b"\r\n")
+    if gate is not None:
+        gate()
+    smtp.send(b".\r\n")
+    code, text = smtp.getreply()
+    if code != 250:
+        raise smtplib.SMTPDataError(code, text)
 
 
 def _hello(smtp: smtplib.SMTP) -> None:
