@@ -14,6 +14,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from mailer import claims, ledger, outcomes, queued
@@ -140,6 +141,9 @@ def _lesson_batch(run: Sending, subs: Sequence[Any]) -> bool:
                 run.outlet.drain()
                 return False
         run.outlet.drain()
+    except DBAPIError:
+        run.session.rollback()  # a failed statement aborts the transaction: start afresh
+        raise
     finally:
         run.outlet.settle()
         batch.release_rest(run.session, run.now, "not sent: the run stopped first")

@@ -14,6 +14,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import and_, or_, select, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from mailer import claims, ledger
@@ -105,6 +106,9 @@ def _queued_batch(run: Sending, rows: Sequence[Any], ready_now: Any) -> bool:
                 run.outlet.drain()
                 return False
         run.outlet.drain()
+    except DBAPIError:
+        session.rollback()  # a failed statement aborts the transaction: start afresh
+        raise
     finally:
         run.outlet.settle()
         batch.release_rest(session, now, "not sent: the run stopped first")

@@ -17,6 +17,7 @@ from mailer.models import Run
 from mailer.pipeline import Pipeline
 from mailer.runtime import Runtime
 
+ABORTED = {"40001", "40P01"}  # serialization failure, deadlock: transient, not "unreachable"
 KEEP_RUNS = 1000  # older run records are pruned
 LOCK_WAIT = 5.0  # seconds an overlapping run on SQLite waits before leaving it to the other
 StopFlag = Callable[[], bool]
@@ -43,6 +44,11 @@ def send_run(
         )
     except (OperationalError, InterfaceError) as exc:
         reason = " ".join(str(exc.orig or exc).split())[:300]
+        if getattr(exc.orig, "sqlstate", None) in ABORTED:
+            raise DatabaseUnavailable(
+                f"the database aborted this run ({reason}); what was sent is recorded "
+                "and the next run goes on"
+            ) from None
         raise DatabaseUnavailable(f"the database cannot be reached: {reason}") from None
 
 
