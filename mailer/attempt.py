@@ -221,7 +221,7 @@ def _record_error(
         ledger.release(session, claim, now, str(error))
     elif isinstance(error, Withdrawn):
         ledger.release(session, claim, now, error.reply)  # fenced: a no-op if the claim is lost
-        report.busy += 1
+        report.busy += error.lost_claim
     elif isinstance(error, TemporaryFailure):
         retry_at = now + ledger.retry_delay(claim.attempts + 1)
         if retry_at < attempt.give_up_at:

@@ -144,7 +144,7 @@ class Pipeline:
                 job = self._inbox.get()
                 if job is None:
                     return
-                gate = _gate(previous, job)
+                gate = _gate(previous, job, self.stop)
                 halted = self._halted
                 if halted is not None:
                     error: Exception | None = halted  # the server refused: send nothing more
@@ -161,13 +161,16 @@ class Pipeline:
                 previous = job
 
 
-def _gate(previous: Job | None, job: Job) -> Callable[[], None]:
-    """What must hold before `job`'s final dot: the previous answer is recorded, the claim live."""
+def _gate(previous: Job | None, job: Job, stop: Callable[[], bool] | None) -> Callable[[], None]:
+    """What must hold before `job`'s final dot: the previous answer recorded, the claim
+    live, and no stop asked for (a stopping run finishes only what is past its dot)."""
 
     def gate() -> None:
         if previous is not None:
             previous.recorded.wait()
         if time.monotonic() > job.held_until:
             raise Withdrawn("not sent: the claim ran out before the message could go")
+        if stop is not None and stop():
+            raise Withdrawn("not sent: the run was stopped first", lost_claim=False)
 
     return gate

@@ -30,7 +30,14 @@ class MessageRefused(DeliveryError):
 
 
 class Withdrawn(DeliveryError):
-    """The run took the message back before the server could accept it (its claim ran out)."""
+    """The run took the message back before the server could accept it.
+
+    `lost_claim`: because its claim may have run out (else: the run is stopping).
+    """
+
+    def __init__(self, reply: str, *, lost_claim: bool = True) -> None:
+        super().__init__(reply)
+        self.lost_claim = lost_claim
 
 
 class Transport(Protocol):
