@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 import platformdirs
 
 from mailer.errors import ConfigError
+from mailer.relays import Relay, parse_relays
 from mailer.timing import SendWindow
 from subscribers.errors import InvalidInput
 from subscribers.validation import check_timezone
@@ -23,6 +24,7 @@ CONFIG_FILE = "rekindle.toml"
 ENV_PREFIX = "REKINDLE_"
 DEFAULT_BASE_URL = "http://localhost:8080"
 SMTP_SCHEMES = ("smtp", "smtp+starttls", "smtps")
+_PASSWORD_IN_URL = re.compile(r"(://[^:/@\s,]*:)[^@\s,]*@")
 _ADDRESS = re.compile(r"^[^@\s<>\"]+@[^@\s<>\"]+$")
 
 # Every key a config file may hold; each can be overridden by REKINDLE_<KEY>.
@@ -72,6 +74,7 @@ class Settings:
     timezone: str
     send_window: SendWindow
     smtp_url: str | None = None
+    relays: tuple[Relay, ...] = ()  # smtp_url's relays, in the order they are tried
     smtp_password: str | None = field(default=None, repr=False)
     tls_ca_file: Path | None = None
     reply_to: str | None = None
@@ -224,14 +227,11 @@ def _validate(raw: Mapping[str, object], path: Path | None) -> Settings:
         timezone = check_timezone(_text(raw, "timezone") or "UTC")
     except InvalidInput as exc:
         raise ConfigError(f"timezone: {exc}") from None
-    smtp_url = _text(raw, "smtp_url")
-    if smtp_url:
-        parts = urlsplit(smtp_url)
-        if parts.scheme not in SMTP_SCHEMES or not parts.hostname:
-            raise ConfigError(
-                f"smtp_url {mask_url(smtp_url)!r} must look like smtp://host:25, "
-                "smtp+starttls://user@host:587 or smtps://user@host:465"
-            )
+    given = raw.get("smtp_url")
+    if isinstance(given, list):
+        given = ", ".join(str(v) for v in given)
+    smtp_url = _text({"smtp_url": given}, "smtp_url")
+    relays = parse_relays(smtp_url) if smtp_url else ()
     base_url = (_text(raw, "base_url") or DEFAULT_BASE_URL).rstrip("/")
     if urlsplit(base_url).scheme not in ("http", "https") or not urlsplit(base_url).hostname:
         raise ConfigError(f"base_url {base_url!r} must be an http(s) URL")
@@ -274,6 +274,7 @@ def _validate(raw: Mapping[str, object], path: Path | None) -> Settings:
         timezone=timezone,
         send_window=SendWindow.parse(_text(raw, "send_window") or "09:00-20:00"),
         smtp_url=smtp_url,
+        relays=relays,
         smtp_password=_text(raw, "smtp_password"),
         tls_ca_file=Path(ca).expanduser() if ca else None,
         reply_to=_address(raw, "reply_to"),
@@ -293,8 +294,5 @@ def _validate(raw: Mapping[str, object], path: Path | None) -> Settings:
 
 
 def mask_url(url: str) -> str:
-    """`url` with its password (if any) replaced by ***."""
-    parts = urlsplit(url)
-    if parts.password:
-        return url.replace(f":{parts.password}@", ":***@", 1)
-    return url
+    """`url` (or several, as smtp_url may list) with every password replaced by ***."""
+    return _PASSWORD_IN_URL.sub(r"\1***@", url)

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import enum
-from datetime import datetime
+from datetime import date, datetime
 
-from sqlalchemy import ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import Date, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from subscribers.models import Base, UTCDateTime
@@ -90,3 +90,13 @@ class Broadcast(Base):
     queued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     send_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     recipients: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class RelayUsage(Base):
+    """How many messages a relay was given on one UTC day (its daily quota is counted here)."""
+
+    __tablename__ = "relay_usage"
+
+    relay: Mapped[str] = mapped_column(String(255), primary_key=True)  # host:port
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    sent: Mapped[int] = mapped_column(Integer)

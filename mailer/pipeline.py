@@ -6,6 +6,11 @@ records a sender's last answer, the sender already sends the next message's
 envelope and content, but holds back its final dot until that answer is
 committed: a crash leaves at most one accepted-but-unrecorded message per open
 connection (SPEC §5). The answers that arrive together are committed together.
+
+Connections are grouped in lanes, one per relay (mailer.relays), used in order:
+a message goes to the first lane that is up and has quota left. A lane whose
+relay refuses the session is closed and its messages go to the next lane; only
+when every lane is closed or out of quota does the run stop (exit 75).
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
-from mailer.attempt import Attempt, SendReport, record, send_one
+from mailer.attempt import Attempt, Pacer, SendReport, record, send_one
 from mailer.errors import TransportUnavailable
 from mailer.transport import Transport, Withdrawn
 
@@ -31,39 +36,70 @@ class Job:
     attempt: Attempt
     done: Callable[[], None]
     held_until: float  # monotonic: the claim surely holds until then
+    lane: Lane | None = None
     recorded: threading.Event = field(default_factory=threading.Event)
 
 
+@dataclass
+class Lane:
+    """The connections to one relay, its pace, and what is left of its daily quota."""
+
+    name: str
+    transports: Sequence[Transport]
+    rate: float = 0.0
+    daily: int | None = None  # None: no quota
+    allowance: int = 0  # quota reserved by this run and not used yet
+    down: TransportUnavailable | None = None  # the relay refused: closed for this run
+    exhausted: bool = False  # the day's quota is used up
+    inbox: queue.SimpleQueue[Job | None] = field(default_factory=queue.SimpleQueue)
+    pacer: Pacer = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.pacer = Pacer(self.rate)
+
+    @property
+    def usable(self) -> bool:
+        return self.down is None and not self.exhausted
+
+
 Result = tuple[Job, Exception | None]
+Reserve = Callable[[Lane], int]  # reserves more quota for a lane (in the run's thread)
 
 
 class Pipeline:
-    """Sends through `transports` (one thread each) and records every answer in `session`."""
+    """Sends through the lanes' transports (one thread each); records answers in `session`."""
 
     def __init__(
         self,
         session: Session,
-        transports: Sequence[Transport],
+        lanes: Sequence[Lane],
         now: datetime,
         report: SendReport,
         stop: Callable[[], bool] | None = None,
+        reserve: Reserve | None = None,
     ) -> None:
         self.session = session
+        self.lanes = list(lanes)
         self.stop = stop
         self.now = now
         self.report = report
-        self.connections = len(transports)
-        self._inbox: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
+        self.reserve = reserve
         self._results: queue.SimpleQueue[Result] = queue.SimpleQueue()
         self._in_flight = 0
         self._unavailable: TransportUnavailable | None = None
-        self._halted: TransportUnavailable | None = None  # set by the first sender refused
         self._threads = [
-            threading.Thread(target=self._serve, args=(t,), name=f"smtp-{i}", daemon=True)
-            for i, t in enumerate(transports)
+            threading.Thread(target=self._serve, args=(lane, t), name=f"smtp-{lane.name}-{i}")
+            for lane in self.lanes
+            for i, t in enumerate(lane.transports)
         ]
         for thread in self._threads:
+            thread.daemon = True
             thread.start()
+
+    @property
+    def connections(self) -> int:
+        """Connections of the lanes still in use."""
+        return sum(len(lane.transports) for lane in self.lanes if lane.usable) or 1
 
     def submit(
         self, attempt: Attempt, done: Callable[[], None], held: Callable[[], float | None]
@@ -75,8 +111,8 @@ class Pipeline:
         the run was held up): then the message is not sent and counts as busy. A
         message whose final dot would come after that time is withdrawn. False
         (nothing sent) when a stop was asked for meanwhile. Raises
-        TransportUnavailable (after recording everything in flight) once a
-        connection found the server unreachable or refusing the session.
+        TransportUnavailable (after recording everything in flight) once no
+        relay takes mail: every one refused the session or used its quota.
         """
         if self._unavailable is None:
             while self._in_flight >= 2 * self.connections:
@@ -90,14 +126,15 @@ class Pipeline:
             self.report.busy += 1
             done()
             return True
-        self._inbox.put(Job(attempt, done, until))
+        job = Job(attempt, done, until)
+        if not self._route(job):
+            self.drain()  # raises: nothing takes mail any more
         self._in_flight += 1
         return True
 
     def drain(self) -> None:
         """Wait for every message in flight and record it; raise TransportUnavailable if seen."""
-        while self._in_flight:
-            self._collect()
+        self.settle()
         if self._unavailable is not None:
             raise self._unavailable
 
@@ -111,50 +148,96 @@ class Pipeline:
         try:
             self.settle()
         finally:
-            for _ in self._threads:
-                self._inbox.put(None)
+            for lane in self.lanes:
+                for _ in lane.transports:
+                    lane.inbox.put(None)
             for thread in self._threads:
                 thread.join(timeout=60)
 
+    def _route(self, job: Job) -> bool:
+        """Put `job` in the first lane that takes mail; False (and the reason kept) if none."""
+        for lane in self.lanes:
+            if not lane.usable:
+                continue
+            if lane.daily is not None and lane.allowance <= 0:
+                lane.allowance += self.reserve(lane) if self.reserve else lane.daily
+                if lane.allowance <= 0:
+                    lane.exhausted = True
+                    continue
+            if lane.daily is not None:
+                lane.allowance -= 1
+            job.lane = lane
+            lane.inbox.put(job)
+            return True
+        if self._unavailable is None:
+            self._unavailable = self._why_none()
+        return False
+
+    def _why_none(self) -> TransportUnavailable:
+        down = [lane.down for lane in self.lanes if lane.down is not None]
+        if len(self.lanes) == 1 and down:
+            return down[0]
+        reasons = [
+            f"{lane.name}: {'daily quota used up' if lane.exhausted else lane.down}"
+            for lane in self.lanes
+        ]
+        return TransportUnavailable("no relay takes mail now (" + "; ".join(reasons) + ")")
+
     def _collect(self) -> None:
-        """Record the next answer and any others already in; one commit for all of them."""
+        """Record the next answer and any others already in; one commit for all of them.
+
+        A message refused with its relay's session goes to the next relay instead.
+        """
         results = [self._results.get()]
         while True:
             try:
                 results.append(self._results.get_nowait())
             except queue.Empty:
                 break
+        answered: list[Result] = []
+        for job, error in results:
+            if isinstance(error, TransportUnavailable) and job.lane is not None:
+                if job.lane.daily is not None:
+                    job.lane.allowance += 1  # it never reached that relay
+                job.recorded.set()  # this connection is done with it
+                retry = Job(job.attempt, job.done, job.held_until)
+                if self._route(retry):
+                    continue
+            answered.append((job, error))
+        if not answered:
+            return
         try:
-            for _, error in results:
+            for _, error in answered:
                 if isinstance(error, TransportUnavailable) and self._unavailable is None:
                     self._unavailable = error
-            record(self.session, [(j.attempt, e) for j, e in results], self.now, self.report)
+            record(self.session, [(j.attempt, e) for j, e in answered], self.now, self.report)
             self.session.commit()
-            for job, _ in results:
+            for job, _ in answered:
                 job.done()
         finally:
-            self._in_flight -= len(results)
-            for job, _ in results:
+            self._in_flight -= len(answered)
+            for job, _ in answered:
                 job.recorded.set()
 
-    def _serve(self, transport: Transport) -> None:
+    def _serve(self, lane: Lane, transport: Transport) -> None:
         previous: Job | None = None
         with transport:
             while True:
-                job = self._inbox.get()
+                job = lane.inbox.get()
                 if job is None:
                     return
                 gate = _gate(previous, job, self.stop)
-                halted = self._halted
-                if halted is not None:
-                    error: Exception | None = halted  # the server refused: send nothing more
+                down = lane.down
+                if down is not None:
+                    error: Exception | None = down  # the relay refused: send nothing more
                 else:
+                    lane.pacer.wait()
                     try:
                         error = send_one(transport, job.attempt.message, gate)
                     except Exception as exc:  # a bug in a transport: recorded, raised by the run
                         error = exc
                     if isinstance(error, TransportUnavailable):
-                        self._halted = error
+                        lane.down = error
                 if previous is not None:
                     previous.recorded.wait()  # answers are recorded in the order they came
                 self._results.put((job, error))

@@ -10,11 +10,11 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
-from mailer import claims, dispatch, ledger, runlock
+from mailer import claims, dispatch, ledger, quota, runlock
 from mailer.attempt import Pacer, Sending, SendReport
 from mailer.errors import DatabaseUnavailable, RekindleError, TransportUnavailable
 from mailer.models import Run
-from mailer.pipeline import Pipeline
+from mailer.pipeline import Lane, Pipeline
 from mailer.runtime import Runtime
 
 ABORTED = {"40001", "40P01"}  # serialization failure, deadlock: transient, not "unreachable"
@@ -76,9 +76,9 @@ def _send_run(
         if not dry_run:
             report.recovered = claims.recover(session, guard.alive(session), now)
             run = _start(session, now)
-        count = 1 if dry_run else max(1, connections or rt.settings.smtp_connections)
-        transports = [rt.transport() for _ in range(count)]
-        pipeline = Pipeline(session, transports, now, report, stop=stop)
+        usage = _Usage(rt, session)
+        lanes = _lanes(rt, 1 if dry_run else connections or rt.settings.smtp_connections)
+        pipeline = Pipeline(session, lanes, now, report, stop=stop, reserve=usage.reserve)
         try:
             if progress is not None:
                 progress.length = dispatch.count_due(session, now)
@@ -99,12 +99,15 @@ def _send_run(
                 )
             )
             pipeline.close()
+            usage.give_back(lanes)
         except TransportUnavailable as exc:
             pipeline.close()
+            usage.give_back(lanes)
             _finish(session, run, report, "unavailable", str(exc))
             raise
         except RekindleError as exc:
             pipeline.close()
+            usage.give_back(lanes)
             _finish(session, run, report, "error", str(exc))
             raise
         except BaseException:
@@ -112,6 +115,41 @@ def _send_run(
             raise
         _finish(session, run, report, "ok", None)
         return report
+
+
+def _lanes(rt: Runtime, connections: int) -> list[Lane]:
+    """One lane per relay in `smtp_url` (or the outbox), each with its connections."""
+    relays = rt.settings.relays
+    if not relays:
+        return [Lane("outbox", [rt.transport() for _ in range(connections)])]
+    return [
+        Lane(
+            relay.name,
+            [rt.transport(relay) for _ in range(relay.connections or connections)],
+            relay.rate,
+            relay.daily,
+        )
+        for relay in relays
+    ]
+
+
+class _Usage:
+    """Relay quotas for one run: reserved in blocks, the unused part given back at the end."""
+
+    def __init__(self, rt: Runtime, session: Session) -> None:
+        self.session = session
+        self.day = quota.today()
+
+    def reserve(self, lane: Lane) -> int:
+        assert lane.daily is not None
+        return quota.reserve(self.session, lane.name, lane.daily)
+
+    def give_back(self, lanes: list[Lane]) -> None:
+        for lane in lanes:
+            if lane.daily is not None and lane.allowance > 0:
+                self.session.rollback()
+                quota.give_back(self.session, lane.name, self.day, lane.allowance)
+                lane.allowance = 0
 
 
 def _start(session: Session, now: datetime) -> Run:

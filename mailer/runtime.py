@@ -16,6 +16,7 @@ from mailer.compose import Composer
 from mailer.config import Settings, load_settings
 from mailer.course import Course, load_course
 from mailer.message import Sender
+from mailer.relays import Relay
 from mailer.render import Renderer
 from mailer.timing import parse_instant
 from mailer.tokens import Tokens
@@ -84,9 +85,9 @@ class Runtime:
             self.settings.base_url,
         )
 
-    def transport(self) -> Transport:
-        """The configured transport (SMTP, or the Maildir outbox)."""
-        return open_transport(self.settings)
+    def transport(self, relay: Relay | None = None) -> Transport:
+        """A transport to `relay` (default: the first in smtp_url), or the Maildir outbox."""
+        return open_transport(self.settings, relay)
 
     def now(self, override: str | None = None) -> datetime:
         """The clock: --now, else REKINDLE_NOW, else the real time (always UTC)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -52,7 +53,8 @@ def secret_values(settings: Settings | None, env: Mapping[str, str]) -> set[str]
         if not isinstance(value, str) or not value:
             continue
         if "://" in value:
-            found.update(_url_password(value))
+            for url in re.split(r"[\s,]+", value):
+                found.update(_url_password(url))
         else:
             found.add(value)
     return found

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from mailer.config import Settings
+from mailer.relays import Relay
 from mailer.transport.base import (
     DeliveryError,
     MessageRefused,
@@ -27,10 +28,11 @@ __all__ = [
 ]
 
 
-def open_transport(settings: Settings) -> Transport:
-    """The transport the settings name: `smtp_url` if set, else the Maildir `outbox`."""
-    if settings.smtp_url:
+def open_transport(settings: Settings, relay: Relay | None = None) -> Transport:
+    """A transport to `relay` (default: smtp_url's first relay), else the Maildir `outbox`."""
+    relay = relay or (settings.relays[0] if settings.relays else None)
+    if relay is not None:
         return SmtpTransport(
-            settings.smtp_url, password=settings.smtp_password, ca_file=settings.tls_ca_file
+            relay.url, password=settings.smtp_password, ca_file=settings.tls_ca_file
         )
     return MaildirTransport(settings.outbox)

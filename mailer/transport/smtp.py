@@ -56,7 +56,7 @@ class SmtpTransport:
         except ValueError:
             raise ConfigError("smtp_url has an invalid port") from None
         self.username = unquote(parts.username) if parts.username else None
-        self._password = password or (unquote(parts.password) if parts.password else None)
+        self._password = (unquote(parts.password) if parts.password else None) or password
         if self.username and self._password is None:
             raise ConfigError("smtp_url names a user but no password: set REKINDLE_SMTP_PASSWORD")
         if self.username and self.scheme == "smtp" and not is_loopback(self.host):
