@@ -17,9 +17,10 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import cache
 from typing import Any
 
-from sqlalchemy import CursorResult, and_, or_, select, tuple_, update
+from sqlalchemy import CursorResult, and_, bindparam, or_, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -142,15 +143,16 @@ def due_subscribers(
 
 def claimable(now: datetime, wall: datetime) -> Any:
     """A ledger row that may be claimed now (mirrors ledger.blocked)."""
+    c = DELIVERIES.c
     return or_(
-        Delivery.status.in_((DeliveryStatus.QUEUED, DeliveryStatus.CANCELLED)),
+        c.status.in_((DeliveryStatus.QUEUED, DeliveryStatus.CANCELLED)),
         and_(
-            Delivery.status == DeliveryStatus.DEFERRED,
-            or_(Delivery.next_attempt_at.is_(None), Delivery.next_attempt_at <= now),
+            c.status == DeliveryStatus.DEFERRED,
+            or_(c.next_attempt_at.is_(None), c.next_attempt_at <= now),
         ),
         and_(
-            Delivery.status == DeliveryStatus.SENDING,
-            or_(Delivery.claimed_until.is_(None), Delivery.claimed_until <= wall),
+            c.status == DeliveryStatus.SENDING,
+            or_(c.claimed_until.is_(None), c.claimed_until <= wall),
         ),
     )
 
@@ -163,54 +165,90 @@ def claim_lessons(
 ) -> dict[int, ledger.Claim | ledger.Unavailable]:
     """Claim (subscriber, key) for each of `wanted` = (subscriber id, key, Message-ID, due).
 
-    One statement creates the missing ledger rows and takes over the claimable
-    ones; the rest are read back to say why not. Commits (ending the row locks).
+    One statement creates the missing ledger rows already claimed (the usual
+    case: a lesson's first attempt); a second takes over the existing rows that
+    may be claimed now; the rest are read back to say why not. Commits (ending
+    the row locks).
     """
     rows = list(wanted)
     if not rows:
         session.commit()
         return {}
     wall = ledger.wall_clock()
-    values = {
-        "status": DeliveryStatus.SENDING,
-        "claim_token": batch.token,
-        "claimed_until": wall + batch.lease,
-        "claimed_by": batch.owner,
-        "updated_at": now,
+    connection = session.connection()
+    shared = {
+        "b_token": batch.token,
+        "b_until": wall + batch.lease,
+        "b_owner": batch.owner,
+        "b_now": now,
     }
-    insert = postgresql.insert if _is_postgres(session) else sqlite.insert
-    statement = insert(DELIVERIES).values(
-        [
-            {
-                "subscriber_id": sub_id,
-                "key": key,
-                "message_id": message_id,
-                "due_at": due_at,
-                "attempts": 0,
-                **values,
-            }
-            for sub_id, key, message_id, due_at in rows
-        ]
-    )
-    c = DELIVERIES.c
-    upsert = statement.on_conflict_do_update(
-        index_elements=[c.subscriber_id, c.key], set_=values, where=claimable(now, wall)
-    ).returning(c.id, c.subscriber_id, c.attempts, c.due_at)
+    params = [
+        {"b_sub": sub_id, "b_key": key, "b_mid": message_id, "b_due": due_at, **shared}
+        for sub_id, key, message_id, due_at in rows
+    ]
     got: dict[int, ledger.Claim | ledger.Unavailable] = {}
-    for row in session.connection().execute(upsert):
-        got[row.subscriber_id] = ledger.Claim(row.id, batch.token, row.attempts, row.due_at)
-        batch.held.add(row.id)
-    missing = [(sub_id, key) for sub_id, key, _, _ in rows if sub_id not in got]
-    if missing:
-        for existing in session.scalars(
-            select(Delivery).where(tuple_(Delivery.subscriber_id, Delivery.key).in_(missing))
-        ):
-            got[existing.subscriber_id] = ledger.blocked(existing, now) or ledger.Unavailable(
-                DeliveryStatus.SENDING
+
+    def take(result: Any) -> None:
+        for row in result:
+            got[row.subscriber_id] = ledger.Claim(row.id, batch.token, row.attempts, row.due_at)
+            batch.held.add(row.id)
+
+    take(connection.execute(_claim_insert(session.get_bind().dialect.name), params))
+    existing = [(sub_id, key) for sub_id, key, _, _ in rows if sub_id not in got]
+    if existing:
+        c = DELIVERIES.c
+        pairs = tuple_(c.subscriber_id, c.key).in_(existing)
+        take(
+            connection.execute(
+                update(DELIVERIES)
+                .where(pairs, claimable(now, wall))
+                .values(
+                    status=DeliveryStatus.SENDING,
+                    claim_token=batch.token,
+                    claimed_until=wall + batch.lease,
+                    claimed_by=batch.owner,
+                    updated_at=now,
+                )
+                .returning(c.id, c.subscriber_id, c.attempts, c.due_at)
             )
+        )
+        missing = [(sub_id, key) for sub_id, key in existing if sub_id not in got]
+        if missing:
+            for row in session.scalars(
+                select(Delivery).where(tuple_(Delivery.subscriber_id, Delivery.key).in_(missing))
+            ):
+                got[row.subscriber_id] = ledger.blocked(row, now) or ledger.Unavailable(
+                    DeliveryStatus.SENDING
+                )
     session.commit()
     batch.renewed = time.monotonic()
     return got
+
+
+@cache
+def _claim_insert(dialect: str) -> Any:
+    """INSERT … ON CONFLICT DO NOTHING … RETURNING: new ledger rows, born claimed.
+
+    Built once per dialect and run with one parameter set per message
+    (executemany, which SQLAlchemy sends as multi-row statements).
+    """
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    c = DELIVERIES.c
+    statement = insert(DELIVERIES).values(
+        subscriber_id=bindparam("b_sub"),
+        key=bindparam("b_key"),
+        message_id=bindparam("b_mid"),
+        due_at=bindparam("b_due"),
+        attempts=0,
+        status=DeliveryStatus.SENDING,
+        claim_token=bindparam("b_token"),
+        claimed_until=bindparam("b_until"),
+        claimed_by=bindparam("b_owner"),
+        updated_at=bindparam("b_now"),
+    )
+    return statement.on_conflict_do_nothing(index_elements=[c.subscriber_id, c.key]).returning(
+        c.id, c.subscriber_id, c.attempts, c.due_at
+    )
 
 
 def ready_queued(

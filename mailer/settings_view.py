@@ -57,7 +57,7 @@ def secret_values(settings: Settings | None, env: Mapping[str, str]) -> set[str]
                 found.update(_url_password(url))
         else:
             found.add(value)
-    return found
+    return {value for value in found if len(value) >= 4}  # shorter ones would garble text
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:

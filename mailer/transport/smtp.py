@@ -237,7 +237,10 @@ def _transaction(
     code, text = smtp.getreply()
     if code != 354:
         raise smtplib.SMTPDataError(code, text)
-    smtp.send(_LEADING_DOT.sub(b"..", message.data) + b"\r\n")
+    data = message.data
+    if data.startswith(b".") or b"\n." in data:
+        data = _LEADING_DOT.sub(b"..", data)  # dot-stuffing (RFC 5321 §4.5.2)
+    smtp.send(data + b"\r\n")
     if gate is not None:
         gate()
     smtp.send(b".\r\n")
