@@ -148,15 +148,25 @@ class Sending:
 
 @dataclass
 class Attempt:
-    """A claimed message, when to stop retrying it, and what its outcome changes."""
+    """A claimed message, when to stop retrying it, and what its outcome changes.
+
+    `message` is the Outgoing itself, or a function that builds it: a sender
+    thread then builds it, off the run's critical path.
+    """
 
     claim: ledger.Claim
     subscriber_id: int
-    message: Outgoing
+    message: Outgoing | Callable[[], Outgoing]
     give_up_at: datetime
     on_sent: Advance | None = None  # move the course cursor on
     follow_up: FollowUp | None = None  # queue this once it is sent (a reminder)
     on_failed: Advance | None = None  # keep the weekly rhythm when given up
+
+    def outgoing(self) -> Outgoing:
+        """The message, built on first use."""
+        if not isinstance(self.message, Outgoing):
+            self.message = self.message()
+        return self.message
 
 
 def deliver(
@@ -166,7 +176,7 @@ def deliver(
 
     Raises TransportUnavailable, with the claim given back, when nothing can be sent now.
     """
-    error = send_one(transport, attempt.message)
+    error = send_one(transport, attempt.outgoing())
     record(session, [(attempt, error)], now, report)
     session.commit()
     if isinstance(error, TransportUnavailable):
@@ -221,7 +231,7 @@ def _record_error(
     session: Session, attempt: Attempt, error: Exception, now: datetime, report: SendReport
 ) -> bool:
     """Record a refusal or a transient failure; False for an error no server gives."""
-    claim, message = attempt.claim, attempt.message
+    claim, message = attempt.claim, attempt.outgoing()
     failed_moves = [attempt.on_failed] if attempt.on_failed else []
     if isinstance(error, TransportUnavailable):
         ledger.release(session, claim, now, str(error))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -173,7 +174,8 @@ def _send_lesson(
     session, now, window, composer = run.session, run.now, run.window, run.composer
     course = composer.renderer.course
     key = course.lesson(week).key
-    message = composer.lesson(
+    message = partial(
+        composer.lesson,
         week,
         subscriber_id=sub.id,
         email=sub.email,

@@ -233,7 +233,7 @@ class Pipeline:
                 else:
                     lane.pacer.wait()
                     try:
-                        error = send_one(transport, job.attempt.message, gate)
+                        error = send_one(transport, job.attempt.outgoing(), gate)
                     except Exception as exc:  # a bug in a transport: recorded, raised by the run
                         error = exc
                     if isinstance(error, TransportUnavailable):

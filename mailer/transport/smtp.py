@@ -227,10 +227,14 @@ def _transaction(
     smtplib's sendmail() does the same in one call; this splits it so the run
     can record the previous message while this one's content travels.
     """
-    code, text = smtp.mail(message.sender, options)
+    # The addresses were checked when stored; smtplib's quoteaddr() would parse them again.
+    smtp.command_encoding = "utf-8" if "SMTPUTF8" in options else "ascii"
+    smtp.putcmd("mail", f"FROM:<{message.sender}>" + "".join(" " + o for o in options))
+    code, text = smtp.getreply()
     if code != 250:
         raise smtplib.SMTPSenderRefused(code, text, message.sender)
-    code, text = smtp.rcpt(message.recipient)
+    smtp.putcmd("rcpt", f"TO:<{message.recipient}>")
+    code, text = smtp.getreply()
     if code not in (250, 251):
         raise smtplib.SMTPRecipientsRefused({message.recipient: (code, text)})
     smtp.putcmd("data")
