@@ -5,16 +5,18 @@ from __future__ import annotations
 import binascii
 import hashlib
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.header import Header
 from email.utils import format_datetime, formataddr, parseaddr
 
 from mailer.config import Settings
-from mailer.render import Recipient, Rendered
+from mailer.render import Recipient, Rendered, Slots
 
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
 CRLF = b"\r\n"
+SOFT_BREAK = b"=\r\n"  # quoted-printable: a line break that is not in the text
 MAX_LINE = 78  # RFC 5322 §2.1.1: SHOULD; folding keeps lines near it, never past 998
 
 
@@ -123,6 +125,8 @@ class MessageBuilder:
             b'Content-Type: multipart/alternative; boundary="' + self._boundary + b'"\r\n',
         ]
         self._fixed = b"".join(fixed)
+        self._text = EncodedSlots(content.text)
+        self._html = EncodedSlots(content.html)
         self._mailto = (
             f"<mailto:{sender.unsubscribe_address}?subject=unsubscribe>"
             if sender.unsubscribe_address
@@ -142,7 +146,7 @@ class MessageBuilder:
     ) -> Outgoing:
         """The complete message for one recipient."""
         recipient = Recipient(first_name, email, unsubscribe_url, confirm_url)
-        text, html = self.content.personalise(recipient)
+        raw, escaped = self.content.values(recipient)
         unsubscribe = f"<{_UNSAFE.sub('', unsubscribe_url)}>"
         if self._mailto:
             unsubscribe += ",\r\n " + self._mailto
@@ -158,12 +162,12 @@ class MessageBuilder:
                 boundary,
                 b'\r\nContent-Type: text/plain; charset="utf-8"\r\n'
                 b"Content-Transfer-Encoding: quoted-printable\r\n\r\n",
-                _qp(text),
+                self._text.fill(raw),
                 b"\r\n--",
                 boundary,
                 b'\r\nContent-Type: text/html; charset="utf-8"\r\n'
                 b"Content-Transfer-Encoding: quoted-printable\r\n\r\n",
-                _qp(html),
+                self._html.fill(escaped),
                 b"\r\n--",
                 boundary,
                 b"--\r\n",
@@ -173,4 +177,31 @@ class MessageBuilder:
 
 
 def _qp(text: str) -> bytes:
-    return binascii.b2a_qp(text.encode("utf-8"), istext=True).rstrip(b"\r\n")
+    """Quoted-printable with CRLF soft line breaks (binascii uses the text's own line ends,
+    and LF for a piece that has none)."""
+    data = text.encode("utf-8")
+    encoded = binascii.b2a_qp(data, istext=True)
+    if b"\r\n" not in data:
+        encoded = encoded.replace(b"=\n", b"=\r\n")
+    return encoded
+
+
+class EncodedSlots:
+    """A part's text, quoted-printable encoded once; each recipient's values encoded alone.
+
+    Every value sits between two soft line breaks ("=" CRLF), so each encoded
+    piece starts a line of its own and stays within QP's 76 characters; a
+    decoder joins the pieces back into exactly the personalised text.
+    """
+
+    def __init__(self, slots: Slots) -> None:
+        self.names = slots.names
+        self.literals = [_qp(literal) for literal in slots.literals]
+        self.literals[-1] = self.literals[-1].rstrip(b"\r\n")
+
+    def fill(self, values: Mapping[str, str]) -> bytes:
+        """The encoded part for one recipient's `values`."""
+        out = [self.literals[0]]
+        for name, literal in zip(self.names, self.literals[1:], strict=True):
+            out += (SOFT_BREAK, _qp(values[name]), SOFT_BREAK, literal)
+        return b"".join(out)

@@ -68,9 +68,15 @@ class Rendered:
 
     def personalise(self, recipient: Recipient) -> tuple[str, str]:
         """(text part, html part) for `recipient`, CRLF line endings, HTML values escaped."""
+        raw, escaped = self.values(recipient)
+        return self.text.fill(raw), self.html.fill(escaped)
+
+    @staticmethod
+    def values(recipient: Recipient) -> tuple[dict[str, str], dict[str, str]]:
+        """The slot values for the text part and (HTML-escaped) for the HTML part."""
         raw = {name: _UNSAFE.sub(" ", getattr(recipient, name)) for name in SLOTS}
         escaped = {name: str(escape(value)) for name, value in raw.items()}
-        return self.text.fill(raw), self.html.fill(escaped)
+        return raw, escaped
 
 
 class Renderer:

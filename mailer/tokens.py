@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 from datetime import timedelta
 from typing import Any
@@ -10,6 +9,7 @@ from typing import Any
 from itsdangerous import BadSignature, Signer, URLSafeSerializer, URLSafeTimedSerializer
 from itsdangerous.encoding import base64_encode, want_bytes
 from itsdangerous.serializer import Serializer
+from itsdangerous.signer import HMACAlgorithm
 
 UNSUBSCRIBE_SALT = "rekindle.unsubscribe"
 CONFIRM_SALT = "rekindle.confirm"
@@ -17,6 +17,7 @@ CONFIRM_MAX_AGE = timedelta(days=7)
 
 
 _DERIVED: dict[tuple[bytes, bytes], bytes] = {}
+_SHA1 = Signer.default_digest_method
 
 
 class KeyOnceSigner(Signer):
@@ -24,6 +25,12 @@ class KeyOnceSigner(Signer):
 
     The tokens are byte for byte the same; a send run signs one link per message.
     """
+
+    def get_signature(self, value: str | bytes) -> bytes:
+        if type(self.algorithm) is not HMACAlgorithm or self.digest_method is not _SHA1:
+            return super().get_signature(value)
+        # hmac.digest() is the one-shot C HMAC: the same bytes as HMACAlgorithm's.
+        return base64_encode(hmac.digest(self.derive_key(), want_bytes(value), "sha1"))
 
     def derive_key(self, secret_key: str | bytes | None = None) -> bytes:
         secret = want_bytes(self.secret_keys[-1] if secret_key is None else secret_key)
@@ -60,8 +67,7 @@ class Tokens:
 
     def email_digest(self, email: str) -> str:
         """A short keyed digest of an address (case-insensitive)."""
-        mac = hmac.new(self._secret, email.strip().lower().encode(), hashlib.sha256)
-        return mac.hexdigest()[:12]
+        return hmac.digest(self._secret, email.strip().lower().encode(), "sha256").hex()[:12]
 
     def unsubscribe(self, subscriber_id: int, email: str) -> str:
         """A token for the unsubscribe link; it does not expire (old mail must keep working)."""
@@ -89,8 +95,8 @@ class Tokens:
 
     def message_id(self, subscriber_id: int, key: str, domain: str) -> str:
         """The Message-ID of (subscriber, key): the same on every retry, unguessable to others."""
-        digest = hmac.new(self._secret, f"{subscriber_id}/{key}".encode(), hashlib.sha256)
-        return f"<{key}.{digest.hexdigest()[:24]}@{domain}>"
+        digest = hmac.digest(self._secret, f"{subscriber_id}/{key}".encode(), "sha256")
+        return f"<{key}.{digest.hex()[:24]}@{domain}>"
 
 
 def _pair(value: object) -> tuple[int, str] | None:
