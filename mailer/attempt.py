@@ -205,14 +205,17 @@ def record(
     Accepted messages are recorded together (see mailer.outcomes). Unexpected
     errors (a bug, not the server) give their claim back and are raised last.
     """
-    outcomes.lock_subscribers(
-        session.connection(), [attempt.subscriber_id for attempt, _ in results]
-    )
     accepted = [attempt for attempt, error in results if error is None]
+    if len(accepted) < len(results):  # marking sent locks its own subscribers first
+        outcomes.lock_subscribers(
+            session.connection(), [attempt.subscriber_id for attempt, _ in results]
+        )
     if accepted:
         connection = session.connection()
         marked = outcomes.mark_sent(
-            connection, ((a.claim.delivery_id, a.claim.token) for a in accepted), now
+            connection,
+            ((a.claim.delivery_id, a.claim.token, a.subscriber_id) for a in accepted),
+            now,
         )
         done = [a for a in accepted if a.claim.delivery_id in marked]
         report.sent += len(done)

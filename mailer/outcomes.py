@@ -64,6 +64,14 @@ _MARK_SENT = (
     )
     .returning(DELIVERIES.c.id)
 )
+_LOCKED = (
+    select(SUBSCRIBERS.c.id)
+    .where(SUBSCRIBERS.c.id.in_(bindparam("subscribers", expanding=True)))
+    .order_by(SUBSCRIBERS.c.id)
+    .with_for_update()
+    .subquery("locked")
+)
+_MARK_SENT_LOCKING = _MARK_SENT.where(DELIVERIES.c.subscriber_id == _LOCKED.c.id)
 _WHERE_CURSOR = (
     SUBSCRIBERS.c.id == bindparam("b_id"),
     SUBSCRIBERS.c.next_lesson == bindparam("b_week"),
@@ -109,15 +117,24 @@ def lock_subscribers(connection: Connection, subscriber_ids: Iterable[int]) -> N
         )
 
 
-def mark_sent(connection: Connection, claims: Iterable[tuple[int, str]], now: datetime) -> set[int]:
-    """Mark (delivery id, claim token) pairs sent where the claim still holds; the ids marked."""
-    by_token: dict[str, list[int]] = {}
-    for delivery_id, token in claims:
-        by_token.setdefault(token, []).append(delivery_id)
+def mark_sent(
+    connection: Connection, claims: Iterable[tuple[int, str, int]], now: datetime
+) -> set[int]:
+    """Mark (delivery id, claim token, subscriber id) sent where the claim holds; the ids marked.
+
+    On PostgreSQL the same statement first locks the subscribers' rows (see
+    lock_subscribers), saving a round trip per group of answers.
+    """
+    by_token: dict[str, tuple[list[int], list[int]]] = {}
+    for delivery_id, token, subscriber_id in claims:
+        ids, subscribers = by_token.setdefault(token, ([], []))
+        ids.append(delivery_id)
+        subscribers.append(subscriber_id)
+    statement = _MARK_SENT_LOCKING if connection.dialect.name == "postgresql" else _MARK_SENT
     marked: set[int] = set()
-    for token, ids in by_token.items():
-        result = connection.execute(_MARK_SENT, {"ids": ids, "token": token, "now": now})
-        marked.update(result.scalars())
+    for token, (ids, subscribers) in by_token.items():
+        params = {"ids": ids, "token": token, "now": now, "subscribers": sorted(subscribers)}
+        marked.update(connection.execute(statement, params).scalars())
     return marked
 
 
