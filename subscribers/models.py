@@ -75,7 +75,7 @@ class Subscriber(Base):
 
     __table_args__ = (
         Index("uq_subscribers_email", func.lower(email), unique=True),
-        Index("ix_subscribers_due", status, next_due_at),
+        Index("ix_subscribers_due", status, next_due_at, id),
     )
 
     def __repr__(self) -> str:
