@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from email.utils import parseaddr
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 import platformdirs
@@ -221,6 +222,32 @@ def _address(raw: Mapping[str, object], key: str, default: str | None = None) ->
     return f"{name} <{addr}>" if name else addr
 
 
+N = TypeVar("N", int, float)
+
+
+def _number(
+    raw: Mapping[str, object],
+    key: str,
+    kind: type[N],
+    default: N,
+    unit: str,
+    *,
+    low: N,
+    high: N | None = None,
+) -> N:
+    """`key` as a number of `kind` within [low, high], or a ConfigError saying what is wanted."""
+    value = raw.get(key, default)
+    try:
+        number = kind(value)  # type: ignore[call-overload,arg-type]
+    except (TypeError, ValueError):
+        whole = "a whole" if kind is int else "a"
+        raise ConfigError(f"{key} {value!r} must be {whole} number of {unit}") from None
+    if number < low or (high is not None and number > high):
+        span = f"between {low} and {high}" if high is not None else f"at least {low}"
+        raise ConfigError(f"{key} must be {span} (the default is {default})")
+    return number
+
+
 def _validate(raw: Mapping[str, object], path: Path | None) -> Settings:
     base = data_dir()
     try:
@@ -235,34 +262,10 @@ def _validate(raw: Mapping[str, object], path: Path | None) -> Settings:
     base_url = (_text(raw, "base_url") or DEFAULT_BASE_URL).rstrip("/")
     if urlsplit(base_url).scheme not in ("http", "https") or not urlsplit(base_url).hostname:
         raise ConfigError(f"base_url {base_url!r} must be an http(s) URL")
-    rate = raw.get("rate_limit", 0)
-    try:
-        rate_limit = float(rate)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise ConfigError(f"rate_limit {rate!r} must be a number of messages per second") from None
-    if rate_limit < 0:
-        raise ConfigError("rate_limit must not be negative")
-    lease = raw.get("claim_lease", 900)
-    try:
-        claim_lease = float(lease)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise ConfigError(f"claim_lease {lease!r} must be a number of seconds") from None
-    if not claim_lease >= 1:
-        raise ConfigError("claim_lease must be at least 1 second (the default is 900)")
-    conns = raw.get("smtp_connections", 1)
-    try:
-        smtp_connections = int(conns)  # type: ignore[call-overload]
-    except (TypeError, ValueError):
-        raise ConfigError(f"smtp_connections {conns!r} must be a whole number") from None
-    if not 1 <= smtp_connections <= 32:
-        raise ConfigError("smtp_connections must be between 1 and 32")
-    hops = raw.get("proxy_hops", 0)
-    try:
-        proxy_hops = int(hops)  # type: ignore[call-overload]
-    except (TypeError, ValueError):
-        raise ConfigError(f"proxy_hops {hops!r} must be a whole number of proxies") from None
-    if proxy_hops < 0:
-        raise ConfigError("proxy_hops must not be negative")
+    rate_limit = _number(raw, "rate_limit", float, 0, "messages per second", low=0)
+    claim_lease = _number(raw, "claim_lease", float, 900, "seconds", low=1)
+    smtp_connections = _number(raw, "smtp_connections", int, 1, "connections", low=1, high=32)
+    proxy_hops = _number(raw, "proxy_hops", int, 0, "proxies", low=0)
     ca = _text(raw, "tls_ca_file")
     course_dir = _text(raw, "course_dir")
     unsubscribe = _address(raw, "unsubscribe_address")
