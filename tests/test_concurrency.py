@@ -458,3 +458,49 @@ def test_run_stopped_past_its_lease_on_sqlite_keeps_its_claims_and_finishes_alon
     copies, _ = lesson_ones(slow_server)
     assert copies == Counter(dict.fromkeys(emails, 1))
     assert_all_sent_once(env, emails)
+
+
+# --- 5. several connections in one run ------------------------------------------------------
+
+
+def test_four_connections_send_each_lesson_once_and_queue_every_reminder(
+    mail_env, database_url, slow_server, tmp_path
+):
+    """`send` with four SMTP connections: each lesson once, one Message-ID each, and every
+    lesson's mid-week reminder queued (answers are recorded in groups)."""
+    env = {**mail_env, "REKINDLE_DATABASE_URL": database_url, "REKINDLE_SMTP_CONNECTIONS": "4"}
+    emails = seed(env, tmp_path, 300)
+    report = send_now(env)
+    assert (report["sent"], report["failed"], report["deferred"]) == (300, 0, 0), report
+    copies, ids = lesson_ones(slow_server)
+    assert copies == Counter(dict.fromkeys(emails, 1))
+    assert len({mid for mids in ids.values() for mid in mids}) == 300
+    assert slow_server.connections >= 2  # the work was shared between connections
+    assert_all_sent_once(env, emails)
+    result = run(env, "status", "--now", MONDAY, "--json")
+    reminders = json.loads(result.stdout)["deliveries"]["reminder-1"]
+    assert {k: v for k, v in reminders.items() if v} == {"queued": 300}
+
+
+def test_kill_9_with_four_connections_doubles_at_most_one_message_per_connection(
+    mail_env, database_url, slow_server, tmp_path
+):
+    """Killed mid-run with four connections open: nothing lost, at most four duplicates
+    (one per connection, the message its server had just accepted), each with its first
+    copy's Message-ID."""
+    env = {**mail_env, "REKINDLE_DATABASE_URL": database_url, "REKINDLE_SMTP_CONNECTIONS": "4"}
+    emails = seed(env, tmp_path, 400)
+    with sending(env, tmp_path, "first") as first:
+        wait_until("~110 messages to reach the server", lambda: slow_server.count() >= 110, first)
+        first.proc.send_signal(signal.SIGKILL)
+        assert first.wait() == -signal.SIGKILL
+    before = ledger(env)
+    second = send_now(env)
+    assert second["sent"] == len(emails) - before.get("sent", 0), (second, before)
+    copies, ids = lesson_ones(slow_server)
+    assert set(copies) == set(emails)
+    doubled = [who for who, n in copies.items() if n > 1]
+    assert len(doubled) <= 4, doubled
+    assert max(copies.values()) <= 2
+    assert all(len(mids) == 1 for mids in ids.values())
+    assert_all_sent_once(env, emails)
