@@ -211,16 +211,17 @@ def record(
             session.connection(), [attempt.subscriber_id for attempt, _ in results]
         )
     if accepted:
-        connection = session.connection()
-        marked = outcomes.mark_sent(
-            connection,
-            ((a.claim.delivery_id, a.claim.token, a.subscriber_id) for a in accepted),
+        marked = outcomes.accept(
+            session.connection(),
+            [
+                outcomes.Accepted(
+                    a.claim.delivery_id, a.claim.token, a.subscriber_id, a.on_sent, a.follow_up
+                )
+                for a in accepted
+            ],
             now,
         )
-        done = [a for a in accepted if a.claim.delivery_id in marked]
-        report.sent += len(done)
-        outcomes.advance(connection, [a.on_sent for a in done if a.on_sent], now)
-        outcomes.enqueue(connection, [a.follow_up for a in done if a.follow_up], now)
+        report.sent += len(marked)
     unexpected: Exception | None = None
     for attempt, error in results:
         if error is not None and not _record_error(session, attempt, error, now, report):

@@ -15,7 +15,7 @@ from datetime import datetime
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Connection, Table, bindparam, or_, select, update
+from sqlalchemy import Connection, Table, bindparam, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from mailer.models import Delivery, DeliveryStatus
@@ -64,14 +64,51 @@ _MARK_SENT = (
     )
     .returning(DELIVERIES.c.id)
 )
-_LOCKED = (
-    select(SUBSCRIBERS.c.id)
-    .where(SUBSCRIBERS.c.id.in_(bindparam("subscribers", expanding=True)))
-    .order_by(SUBSCRIBERS.c.id)
-    .with_for_update()
-    .subquery("locked")
+# The whole of recording a group of accepted messages on PostgreSQL, in one round trip:
+# lock the subscribers, mark the messages sent (fenced by the claim token), move the
+# cursors and queue the follow-ups of exactly the rows marked.
+_ACCEPT_PG = text(
+    """
+WITH locked AS (
+    SELECT id FROM subscribers WHERE id = ANY(CAST(:subs AS integer[])) ORDER BY id FOR UPDATE
+), marked AS (
+    UPDATE deliveries SET status = 'sent', sent_at = :now, attempts = deliveries.attempts + 1,
+        last_error = NULL, next_attempt_at = NULL, updated_at = :now,
+        claim_token = NULL, claimed_until = NULL, claimed_by = NULL
+    FROM locked
+    WHERE deliveries.subscriber_id = locked.id
+      AND deliveries.id = ANY(CAST(:ids AS integer[])) AND deliveries.claim_token = :token
+    RETURNING deliveries.id
+), moves AS (
+    SELECT * FROM unnest(CAST(:m_did AS integer[]), CAST(:m_sub AS integer[]),
+        CAST(:m_week AS integer[]), CAST(:m_last AS boolean[]), CAST(:m_due AS timestamptz[]))
+        AS m(did, sub, week, last, due)
+    WHERE m.did IN (SELECT id FROM marked)
+), moved AS (
+    UPDATE subscribers SET
+        next_lesson = CASE WHEN moves.last THEN NULL ELSE moves.week + 1 END,
+        next_due_at = CASE WHEN moves.last THEN NULL ELSE moves.due END,
+        status = CASE WHEN moves.last THEN 'completed' ELSE subscribers.status END,
+        status_changed_at = CASE WHEN moves.last THEN :now ELSE subscribers.status_changed_at END
+    FROM moves
+    WHERE subscribers.id = moves.sub AND subscribers.next_lesson = moves.week
+    RETURNING subscribers.id
+), queued AS (
+    INSERT INTO deliveries (subscriber_id, key, status, message_id, due_at, attempts, updated_at)
+    SELECT f.sub, f.key, 'queued', f.mid, f.due, 0, :now
+    FROM unnest(CAST(:f_did AS integer[]), CAST(:f_sub AS integer[]), CAST(:f_key AS text[]),
+        CAST(:f_mid AS text[]), CAST(:f_due AS timestamptz[])) AS f(did, sub, key, mid, due)
+    WHERE f.did IN (SELECT id FROM marked)
+    ON CONFLICT (subscriber_id, key) DO UPDATE SET
+        status = 'queued', attempts = 0, next_attempt_at = NULL, sent_at = NULL,
+        last_error = NULL, claim_token = NULL, claimed_until = NULL, claimed_by = NULL,
+        due_at = EXCLUDED.due_at, updated_at = EXCLUDED.updated_at
+    WHERE deliveries.status IN ('failed', 'cancelled')
+    RETURNING deliveries.id
 )
-_MARK_SENT_LOCKING = _MARK_SENT.where(DELIVERIES.c.subscriber_id == _LOCKED.c.id)
+SELECT id FROM marked
+"""
+)
 _WHERE_CURSOR = (
     SUBSCRIBERS.c.id == bindparam("b_id"),
     SUBSCRIBERS.c.next_lesson == bindparam("b_week"),
@@ -103,6 +140,58 @@ _REQUEUE = {
 }
 
 
+@dataclass(frozen=True)
+class Accepted:
+    """A message the server took: its claim, and what its being sent changes."""
+
+    delivery_id: int
+    token: str
+    subscriber_id: int
+    advance: Advance | None = None
+    follow_up: FollowUp | None = None
+
+
+def accept(connection: Connection, accepted: Sequence[Accepted], now: datetime) -> set[int]:
+    """Record messages the server took: mark them sent where the claim still holds, move
+    their cursors on, queue their follow-ups; the delivery ids marked. No commit.
+
+    On PostgreSQL this is one statement (one round trip) per claim token.
+    """
+    if connection.dialect.name != "postgresql":
+        marked = mark_sent(
+            connection, ((a.delivery_id, a.token, a.subscriber_id) for a in accepted), now
+        )
+        done = [a for a in accepted if a.delivery_id in marked]
+        advance(connection, [a.advance for a in done if a.advance], now)
+        enqueue(connection, [a.follow_up for a in done if a.follow_up], now)
+        return marked
+    by_token: dict[str, list[Accepted]] = {}
+    for a in accepted:
+        by_token.setdefault(a.token, []).append(a)
+    marked = set()
+    for token, group in by_token.items():
+        moves = [(a.delivery_id, a.advance) for a in group if a.advance]
+        follow = [(a.delivery_id, a.follow_up) for a in group if a.follow_up]
+        params = {
+            "now": now,
+            "token": token,
+            "subs": sorted({a.subscriber_id for a in group}),
+            "ids": [a.delivery_id for a in group],
+            "m_did": [d for d, _ in moves],
+            "m_sub": [m.subscriber_id for _, m in moves],
+            "m_week": [m.week for _, m in moves],
+            "m_last": [m.week >= m.total for _, m in moves],
+            "m_due": [m.due for _, m in moves],
+            "f_did": [d for d, _ in follow],
+            "f_sub": [f.subscriber_id for _, f in follow],
+            "f_key": [f.key for _, f in follow],
+            "f_mid": [f.message_id for _, f in follow],
+            "f_due": [f.due_at for _, f in follow],
+        }
+        marked.update(connection.execute(_ACCEPT_PG, params).scalars())
+    return marked
+
+
 def lock_subscribers(connection: Connection, subscriber_ids: Iterable[int]) -> None:
     """On PostgreSQL, lock the subscribers' rows before their ledger rows (no commit).
 
@@ -120,21 +209,14 @@ def lock_subscribers(connection: Connection, subscriber_ids: Iterable[int]) -> N
 def mark_sent(
     connection: Connection, claims: Iterable[tuple[int, str, int]], now: datetime
 ) -> set[int]:
-    """Mark (delivery id, claim token, subscriber id) sent where the claim holds; the ids marked.
-
-    On PostgreSQL the same statement first locks the subscribers' rows (see
-    lock_subscribers), saving a round trip per group of answers.
-    """
-    by_token: dict[str, tuple[list[int], list[int]]] = {}
-    for delivery_id, token, subscriber_id in claims:
-        ids, subscribers = by_token.setdefault(token, ([], []))
-        ids.append(delivery_id)
-        subscribers.append(subscriber_id)
-    statement = _MARK_SENT_LOCKING if connection.dialect.name == "postgresql" else _MARK_SENT
+    """Mark (delivery id, claim token, subscriber id) sent where the claim holds; the ids marked."""
+    by_token: dict[str, list[int]] = {}
+    for delivery_id, token, _ in claims:
+        by_token.setdefault(token, []).append(delivery_id)
     marked: set[int] = set()
-    for token, (ids, subscribers) in by_token.items():
-        params = {"ids": ids, "token": token, "now": now, "subscribers": sorted(subscribers)}
-        marked.update(connection.execute(statement, params).scalars())
+    for token, ids in by_token.items():
+        params = {"ids": ids, "token": token, "now": now}
+        marked.update(connection.execute(_MARK_SENT, params).scalars())
     return marked
 
 
