@@ -24,7 +24,6 @@ APP_NAME = "rekindle-mail"
 CONFIG_FILE = "rekindle.toml"
 ENV_PREFIX = "REKINDLE_"
 DEFAULT_BASE_URL = "http://localhost:8080"
-SMTP_SCHEMES = ("smtp", "smtp+starttls", "smtps")
 _PASSWORD_IN_URL = re.compile(r"(://[^:/@\s,]*:)[^@\s,]*@")
 _ADDRESS = re.compile(r"^[^@\s<>\"]+@[^@\s<>\"]+$")
 

@@ -65,11 +65,3 @@ def give_back(session: Session, relay: str, day: date, unused: int) -> None:
             .values(sent=RelayUsage.sent - unused)
         )
         session.commit()
-
-
-def used_today(session: Session, relay: str) -> int:
-    """Messages `relay` has been given today (reserved, for runs still going)."""
-    used = session.scalar(
-        select(RelayUsage.sent).where(RelayUsage.relay == relay, RelayUsage.day == today())
-    )
-    return int(used or 0)

@@ -16,9 +16,9 @@ from urllib.parse import unquote, urlsplit
 
 from mailer.errors import ConfigError, TransportUnavailable, describe
 from mailer.message import Outgoing
+from mailer.relays import DEFAULT_PORTS
 from mailer.transport.base import MessageRefused, RecipientRefused, TemporaryFailure, Withdrawn
 
-DEFAULT_PORTS = {"smtp": 25, "smtp+starttls": 587, "smtps": 465}
 CONNECT_TIMEOUT = 30.0
 # RFC 5321 §4.5.3.2: up to 10 minutes for the reply to the final dot; a shorter
 # timeout only turns slow acceptances into duplicates.
