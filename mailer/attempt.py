@@ -7,18 +7,16 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Protocol
+from functools import cached_property
+from typing import TYPE_CHECKING, Protocol
 
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from mailer import ledger, outcomes
-from mailer.compose import Composer
 from mailer.errors import TransportUnavailable
-from mailer.message import Outgoing
 from mailer.outcomes import Advance, FollowUp
-from mailer.timing import SendWindow
-from mailer.transport import (
+from mailer.transport.base import (
     DeliveryError,
     MessageRefused,
     RecipientRefused,
@@ -27,6 +25,11 @@ from mailer.transport import (
     Withdrawn,
 )
 from subscribers.models import Status, Subscriber
+
+if TYPE_CHECKING:
+    from mailer.compose import Composer
+    from mailer.message import Outgoing
+    from mailer.timing import SendWindow
 
 
 @dataclass
@@ -125,7 +128,7 @@ class Sending:
 
     session: Session
     outlet: Outlet  # where claimed messages go to be sent (mailer.pipeline)
-    composer: Composer
+    make_composer: Callable[[], Composer]  # called once, when the first message is due
     window: SendWindow
     now: datetime
     report: SendReport
@@ -135,6 +138,11 @@ class Sending:
     exclusive: bool = False  # this run's lock keeps every other send run out (SQLite)
     stop: Callable[[], bool] | None = None
     progress: Callable[[int], None] | None = None
+
+    @cached_property
+    def composer(self) -> Composer:
+        """The run's composer, built on first use."""
+        return self.make_composer()
 
     def stopping(self) -> bool:
         """True once a graceful stop was asked for."""
@@ -164,7 +172,7 @@ class Attempt:
 
     def outgoing(self) -> Outgoing:
         """The message, built on first use."""
-        if not isinstance(self.message, Outgoing):
+        if callable(self.message):
             self.message = self.message()
         return self.message
 

@@ -21,10 +21,10 @@ from functools import cache
 from typing import Any
 
 from sqlalchemy import CursorResult, and_, bindparam, or_, select, tuple_, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from mailer import ledger
+from mailer.db import dialect_insert
 from mailer.models import Delivery, DeliveryStatus
 from mailer.outcomes import DELIVERIES
 from subscribers.models import Status, Subscriber
@@ -232,7 +232,7 @@ def _claim_insert(dialect: str) -> Any:
     Built once per dialect and run with one parameter set per message
     (executemany, which SQLAlchemy sends as multi-row statements).
     """
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    insert = dialect_insert(dialect)
     c = DELIVERIES.c
     statement = insert(DELIVERIES).values(
         subscriber_id=bindparam("b_sub"),

@@ -12,8 +12,6 @@ from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit
 
-import platformdirs
-
 from mailer.errors import ConfigError
 from mailer.relays import Relay, parse_relays
 from mailer.timing import SendWindow
@@ -60,6 +58,8 @@ URL_KEYS = ("smtp_url", "database_url")  # may carry a password in user:password
 
 def data_dir() -> Path:
     """The per-user data directory that holds the default database and outbox."""
+    import platformdirs  # a few hundredths of a second: only when no database_url is set
+
     return Path(platformdirs.user_data_dir(APP_NAME, appauthor=False))
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import secrets
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, create_engine, event, inspect, select, text
 from sqlalchemy.engine import make_url
@@ -24,6 +24,21 @@ if TYPE_CHECKING:
 
 SQLITE_BUSY_MS = 30_000
 _MIGRATION_LOCK = 7_135_042  # pg_advisory_xact_lock key: one migrator at a time
+
+
+def dialect_insert(dialect: str) -> Any:
+    """The INSERT construct with ON CONFLICT clauses for `dialect` ("postgresql" or "sqlite").
+
+    The PostgreSQL dialect module is imported only when asked for: it pulls in
+    asyncio, a cost an idle SQLite run should not pay.
+    """
+    if dialect == "postgresql":
+        from sqlalchemy.dialects import postgresql
+
+        return postgresql.insert
+    from sqlalchemy.dialects import sqlite
+
+    return sqlite.insert
 
 
 def normalize_url(url: str) -> str:

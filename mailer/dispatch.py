@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
@@ -20,13 +20,15 @@ from sqlalchemy.orm import Session
 
 from mailer import claims, ledger, outcomes, queued
 from mailer.attempt import Attempt, Sending, SendReport, deliver
-from mailer.compose import Composer
 from mailer.errors import TransportUnavailable
 from mailer.models import Delivery, DeliveryStatus
 from mailer.outcomes import Advance
 from mailer.timing import next_lesson_due
-from mailer.transport import Transport
+from mailer.transport.base import Transport
 from subscribers.models import Status, Subscriber
+
+if TYPE_CHECKING:
+    from mailer.compose import Composer
 
 __all__ = ["SendReport", "count_due", "deliver_now", "send_due"]
 

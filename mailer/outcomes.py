@@ -16,8 +16,8 @@ from functools import cache
 from typing import Any
 
 from sqlalchemy import Connection, Table, bindparam, or_, select, text, update
-from sqlalchemy.dialects import postgresql, sqlite
 
+from mailer.db import dialect_insert
 from mailer.models import Delivery, DeliveryStatus
 from subscribers.models import Status, Subscriber
 
@@ -262,7 +262,7 @@ def enqueue(connection: Connection, follow_ups: Sequence[FollowUp], now: datetim
 @cache
 def _upsert(dialect: str) -> Any:
     """INSERT … ON CONFLICT DO UPDATE for queueing, built once per dialect."""
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    insert = dialect_insert(dialect)
     statement = insert(DELIVERIES).values(
         subscriber_id=bindparam("b_sub"),
         key=bindparam("b_key"),

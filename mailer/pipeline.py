@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 
 from mailer.attempt import Attempt, Pacer, SendReport, record, send_one
 from mailer.errors import TransportUnavailable
-from mailer.transport import Transport, Withdrawn
+from mailer.transport.base import Transport, Withdrawn
 
 
 @dataclass

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import and_, or_, select, update
@@ -19,12 +19,14 @@ from sqlalchemy.orm import Session
 
 from mailer import claims, ledger
 from mailer.attempt import Attempt, Sending
-from mailer.compose import Composer
-from mailer.course import Course
 from mailer.models import Broadcast, Delivery, DeliveryStatus
 from mailer.outcomes import FollowUp
-from mailer.timing import SendWindow
 from subscribers.models import Status, Subscriber
+
+if TYPE_CHECKING:
+    from mailer.compose import Composer
+    from mailer.course import Course
+    from mailer.timing import SendWindow
 
 BATCH = 50
 WINDOWED = ("reminder-", "broadcast-")  # sent only inside the subscriber's send window

@@ -10,9 +10,9 @@ from __future__ import annotations
 from datetime import date
 
 from sqlalchemy import select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from mailer.db import dialect_insert
 from mailer.ledger import wall_clock
 from mailer.models import RelayUsage
 
@@ -27,7 +27,7 @@ def today() -> date:
 def reserve(session: Session, relay: str, daily: int, want: int = BLOCK) -> int:
     """Reserve up to `want` of today's quota of `relay`; how many were granted; commits."""
     day = today()
-    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    insert = dialect_insert(session.get_bind().dialect.name)
     session.execute(
         insert(RelayUsage).values(relay=relay, day=day, sent=0).on_conflict_do_nothing()
     )

@@ -70,7 +70,7 @@ def _send_run(
             holder = f" ({busy.holder})" if busy.holder else ""
             return SendReport(skipped=f"another send run is active{holder}")
     with guard, rt.session() as session:
-        composer = rt.composer(session)
+        composer = rt.composer_later(session)
         report = SendReport(dry_run=dry_run)
         run = None
         if not dry_run:

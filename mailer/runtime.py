@@ -3,24 +3,28 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from mailer import db
-from mailer.compose import Composer
 from mailer.config import Settings, load_settings
-from mailer.course import Course, load_course
-from mailer.message import Sender
-from mailer.relays import Relay
-from mailer.render import Renderer
 from mailer.timing import parse_instant
-from mailer.tokens import Tokens
-from mailer.transport import Transport, open_transport
+
+if TYPE_CHECKING:
+    from mailer.compose import Composer
+    from mailer.course import Course
+    from mailer.relays import Relay
+    from mailer.render import Renderer
+    from mailer.transport import Transport
+
+# Rendering, signing and the transports are imported when first asked for, not at
+# start-up: an idle cron run (nothing due) needs the database and nothing else.
 
 NOW_VARIABLE = "REKINDLE_NOW"
 
@@ -65,11 +69,15 @@ class Runtime:
     @cached_property
     def course(self) -> Course:
         """The course manifest (`course_dir`, or the shipped course)."""
+        from mailer.course import load_course
+
         return load_course(self.settings.course_dir)
 
     @cached_property
     def renderer(self) -> Renderer:
         """The renderer for this run; each lesson is rendered at most once."""
+        from mailer.render import Renderer
+
         s = self.settings
         return Renderer(
             self.course, postal_address=s.postal_address, help_url=s.help_url, base_url=s.base_url
@@ -77,16 +85,34 @@ class Runtime:
 
     def composer(self, session: Session) -> Composer:
         """A composer signing links with the installation's secret."""
+        return self.composer_later(session)()
+
+    def composer_later(self, session: Session) -> Callable[[], Composer]:
+        """Reads the installation's secret now; builds the composer when first called.
+
+        A send run with nothing due never calls it, and so never loads the
+        templates, Markdown, premailer or the signing code.
+        """
         secret = db.installation_secret(session, self.settings.secret_key)
-        return Composer(
-            self.renderer,
-            Tokens(secret),
-            Sender.from_settings(self.settings),
-            self.settings.base_url,
-        )
+
+        def build() -> Composer:
+            from mailer.compose import Composer
+            from mailer.message import Sender
+            from mailer.tokens import Tokens
+
+            return Composer(
+                self.renderer,
+                Tokens(secret),
+                Sender.from_settings(self.settings),
+                self.settings.base_url,
+            )
+
+        return build
 
     def transport(self, relay: Relay | None = None) -> Transport:
         """A transport to `relay` (default: the first in smtp_url), or the Maildir outbox."""
+        from mailer.transport import open_transport
+
         return open_transport(self.settings, relay)
 
     def now(self, override: str | None = None) -> datetime:

@@ -6,8 +6,6 @@ import functools
 import re
 import zoneinfo
 
-from email_validator import EmailNotValidError, validate_email
-
 from subscribers.errors import InvalidInput
 
 MAX_NAME = 100
@@ -48,6 +46,9 @@ def _domain(domain: str) -> str | None:
 
 
 def _validate(raw: str) -> str:
+    # Imported here: the time-zone check above is needed by every run, this library is not.
+    from email_validator import EmailNotValidError, validate_email
+
     try:
         # test_environment admits the reserved *.test domain, used for trials and tests.
         info = validate_email(raw, check_deliverability=False, test_environment=True)

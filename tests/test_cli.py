@@ -5,6 +5,8 @@ from __future__ import annotations
 import gc
 import json
 import os
+import subprocess
+import sys
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -31,7 +33,10 @@ def walk(
     """Every command and group under `command`, with the words that invoke it."""
     found = [(path, command)]
     if isinstance(command, click.Group):
-        for name, sub in sorted(command.commands.items()):
+        context = click.Context(command)
+        for name in command.list_commands(context):
+            sub = command.get_command(context, name)
+            assert sub is not None, name
             found += walk(sub, (*path, name))
     return found
 
@@ -103,6 +108,65 @@ def test_installed_script_help_exits_0(env):
     done = script(env, "--help")
     assert done.returncode == 0, done.stderr
     assert "subscribers" in done.stdout and "send" in done.stdout
+
+
+# Loaded only when a message is built: an idle cron run must not pay for them.
+RENDERING = (
+    "jinja2",
+    "markdown_it",
+    "premailer",
+    "email_validator",
+    "itsdangerous",
+    "mailer.render",
+)
+_LOADED = """
+import sys
+from mailer.cli import main
+sys.argv = ["rekindle-mail", *sys.argv[1:]]
+try:
+    main()
+except SystemExit as done:
+    code = done.code
+print(code, *sorted(m for m in {rendering} if m in sys.modules))
+"""
+
+
+def _loaded(env: dict[str, str], *args: str) -> tuple[str, list[str]]:
+    """Run the CLI in a fresh interpreter: its exit code, and the RENDERING modules it loaded."""
+    done = subprocess.run(
+        [sys.executable, "-c", _LOADED.format(rendering=RENDERING), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    code, *modules = done.stdout.splitlines()[-1].split()
+    return code, modules
+
+
+def test_an_idle_send_loads_no_rendering_and_a_due_one_does(env):
+    """Nothing due: the run touches the database only; a due lesson loads the renderer."""
+    add(env, "ann@example.org")
+    assert _loaded(env, "send", "--now", ADDED) == ("0", [])
+    code, modules = _loaded(env, "send", "--now", IN_WINDOW)
+    assert code == "0"
+    assert "mailer.render" in modules and "jinja2" in modules, modules
+
+
+_COMMAND_MODULES = (
+    "import sys, mailer.cli; print([m for m in sys.modules if m.startswith('mailer.cli.')])"
+)
+
+
+def test_commands_load_lazily_yet_all_are_listed(env):
+    """`--help` lists every command although none of their modules is imported before use."""
+    done = subprocess.run(
+        [sys.executable, "-c", _COMMAND_MODULES], env=env, capture_output=True, text=True
+    )
+    assert done.stdout.strip() == "[]", done.stderr
+    top = {path[0] for path, _ in COMMANDS if len(path) == 1}
+    assert set(cli.list_commands(click.Context(cli))) == top
+    assert {"send", "status", "subscribers", "daemon", "serve", "config"} <= top
 
 
 # --- exit codes and one-line errors from the installed script ---------------------------------

@@ -2,30 +2,38 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 import traceback
 from typing import Any
 
 import click
-from sqlalchemy.exc import SQLAlchemyError
 
 from mailer import __version__
-from mailer.cli import (
-    broadcast,
-    config,
-    course,
-    daemon,
-    db,
-    delivery,
-    inbound,
-    progress,
-    subscribers,
-    web,
-)
 from mailer.errors import RekindleError
 from mailer.runtime import Runtime
 from mailer.settings_view import redact, secret_values
+
+# Each command's module is imported only when that command runs (or --help lists
+# them all): a cron `send` with nothing due should not pay for rendering, the web
+# face or IMAP. Name -> "module:attribute"; `subscribers` also carries the
+# restart/jump/reminders commands that mailer.cli.progress adds to its group.
+COMMANDS = {
+    "broadcast": "mailer.cli.broadcast:group",
+    "config": "mailer.cli.config:group",
+    "course": "mailer.cli.course:group",
+    "daemon": "mailer.cli.daemon:daemon",
+    "db": "mailer.cli.db:group",
+    "deliveries": "mailer.cli.delivery:deliveries",
+    "inbound": "mailer.cli.inbound:inbound_",
+    "preview": "mailer.cli.course:preview",
+    "send": "mailer.cli.delivery:send",
+    "serve": "mailer.cli.web:serve",
+    "status": "mailer.cli.delivery:status",
+    "subscribers": "mailer.cli.progress:group",
+    "test-send": "mailer.cli.course:test_send",
+}
 
 
 class CommandError(click.ClickException):
@@ -40,8 +48,19 @@ class RekindleGroup(click.Group):
     """Turns every error into one clear line on stderr (the traceback only with --debug).
 
     Neither the line nor the traceback ever shows a password or key: every secret
-    the run knows is replaced by ***.
+    the run knows is replaced by ***. Commands are loaded from COMMANDS on first use.
     """
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is None and cmd_name in COMMANDS:
+            module, _, attribute = COMMANDS[cmd_name].partition(":")
+            command = getattr(importlib.import_module(module), attribute)
+            self.add_command(command, cmd_name)
+        return command
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -61,6 +80,8 @@ def _one_line(exc: Exception) -> tuple[str, int]:
     """The error line and exit code for `exc`."""
     if isinstance(exc, RekindleError):
         return str(exc), exc.exit_code
+    from sqlalchemy.exc import SQLAlchemyError  # loaded by then if the database was used
+
     if isinstance(exc, SQLAlchemyError):
         reason = " ".join(str(getattr(exc, "orig", None) or exc).split())[:300]
         return f"database error: {reason}", 1
@@ -103,22 +124,6 @@ def cli(ctx: click.Context, config_path: str | None, debug: bool) -> None:
     ctx.meta["rekindle.debug"] = debug or os.environ.get("REKINDLE_DEBUG") == "1"
     ctx.obj = Runtime(config_path)
     ctx.call_on_close(ctx.obj.close)
-
-
-for module in (
-    subscribers,
-    progress,
-    course,
-    delivery,
-    daemon,
-    broadcast,
-    db,
-    web,
-    inbound,
-    config,
-):
-    for command in module.COMMANDS:
-        cli.add_command(command)
 
 
 def main() -> None:

@@ -145,6 +145,3 @@ def preview(rt: Runtime, broadcast_id: int, as_text: bool) -> None:
         rt.renderer.broadcast(key, broadcast.subject, broadcast.body)
     text, html = sample_message(rt.renderer, rt.settings, key)
     click.echo((text if as_text else html).replace("\r\n", "\n"), nl=False)
-
-
-COMMANDS = [group]

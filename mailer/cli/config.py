@@ -41,6 +41,3 @@ def show(rt: Runtime, as_json: bool) -> None:
         print_json({key: {"value": value, "source": source} for key, value, source in rows})
         return
     table(("key", "value", "source"), rows)
-
-
-COMMANDS = [group]

@@ -192,6 +192,3 @@ def test_send(rt: Runtime, email: str, week: int | None, everything: bool) -> No
         ) from None
     what = f"lesson {week}" if week is not None else f"the whole course ({len(keys)} messages)"
     click.echo(f"sent {what} to {address} via {transport.description}")
-
-
-COMMANDS = [group, preview, test_send]

@@ -47,6 +47,3 @@ def daemon(rt: Runtime, interval: int) -> None:
     install_signal_handlers(loop)
     click.echo(f"rekindle-mail daemon: sending every {interval}s; SIGTERM stops", err=True)
     loop.run()
-
-
-COMMANDS = [daemon]

@@ -40,6 +40,3 @@ def upgrade(rt: Runtime) -> None:
         click.echo(f"database already at revision {after}")
     else:
         click.echo(f"database upgraded from {before or 'empty'} to revision {after}")
-
-
-COMMANDS = [group]

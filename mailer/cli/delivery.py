@@ -197,6 +197,3 @@ def deliveries_list(
             for r in rows
         ),
     )
-
-
-COMMANDS = [send, status, deliveries]

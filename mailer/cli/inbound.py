@@ -93,6 +93,3 @@ def _handle(rt: Runtime, raw: bytes, recipients: tuple[str, ...]) -> None:
         except TransportUnavailable as exc:
             # The request is stored and the confirmation queued: `send` delivers it later.
             log.warning("confirmation queued for the next send run: %s", exc)
-
-
-COMMANDS = [inbound_]

@@ -64,6 +64,3 @@ def reminders(rt: Runtime, email: str, switch: str) -> None:
     with rt.session() as session:
         sub = progress.set_reminders(session, email, switch == "on", rt.now())
         click.echo(f"mid-week reminders {switch} for {sub.email}")
-
-
-COMMANDS: list[click.Command] = []  # the commands above live in the `subscribers` group

@@ -316,6 +316,3 @@ def export(rt: Runtime, file: str | None) -> None:
             click.echo(f"exported {count} subscribers to {file}", err=True)
         else:
             csvfile.write_rows(sys.stdout, EXPORT_COLUMNS, rows)
-
-
-COMMANDS = [group]

@@ -44,6 +44,3 @@ def serve(rt: Runtime, host: str, port: int, threads: int) -> None:
         raise click.ClickException(
             f"cannot listen on {host}:{port}: {exc.strerror or exc}"
         ) from None
-
-
-COMMANDS = [serve]

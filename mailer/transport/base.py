@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from types import TracebackType
-from typing import Protocol, Self
+from typing import TYPE_CHECKING, Protocol, Self
 
-from mailer.message import Outgoing
+if TYPE_CHECKING:
+    from mailer.message import Outgoing
 
 
 class DeliveryError(Exception):

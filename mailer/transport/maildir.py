@@ -6,10 +6,12 @@ import mailbox
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import TYPE_CHECKING, Self
 
 from mailer.errors import TransportUnavailable
-from mailer.message import Outgoing
+
+if TYPE_CHECKING:
+    from mailer.message import Outgoing
 
 
 class MaildirTransport:
