@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from functools import cache
 from typing import Any
 
-from sqlalchemy import CursorResult, and_, bindparam, or_, select, tuple_, update
+from sqlalchemy import CursorResult, and_, bindparam, or_, select, text, tuple_, update
 from sqlalchemy.orm import Session
 
 from mailer import ledger
@@ -182,10 +182,6 @@ def claim_lessons(
         "b_owner": batch.owner,
         "b_now": now,
     }
-    params = [
-        {"b_sub": sub_id, "b_key": key, "b_mid": message_id, "b_due": due_at, **shared}
-        for sub_id, key, message_id, due_at in rows
-    ]
     got: dict[int, ledger.Claim | ledger.Unavailable] = {}
 
     def take(result: Any) -> None:
@@ -193,7 +189,27 @@ def claim_lessons(
             got[row.subscriber_id] = ledger.Claim(row.id, batch.token, row.attempts, row.due_at)
             batch.held.add(row.id)
 
-    take(connection.execute(_claim_insert(session.get_bind().dialect.name), params))
+    if session.get_bind().dialect.name == "postgresql":
+        # One short statement over arrays: psycopg converts its text once and keeps
+        # it, where a multi-row VALUES list is a new, long text for every batch.
+        take(
+            connection.execute(
+                _CLAIM_INSERT_PG,
+                {
+                    "subs": [row[0] for row in rows],
+                    "keys": [row[1] for row in rows],
+                    "mids": [row[2] for row in rows],
+                    "dues": [row[3] for row in rows],
+                    **shared,
+                },
+            )
+        )
+    else:
+        params = [
+            {"b_sub": sub_id, "b_key": key, "b_mid": message_id, "b_due": due_at, **shared}
+            for sub_id, key, message_id, due_at in rows
+        ]
+        take(connection.execute(_claim_insert(session.get_bind().dialect.name), params))
     existing = [(sub_id, key) for sub_id, key, _, _ in rows if sub_id not in got]
     if existing:
         c = DELIVERIES.c
@@ -225,12 +241,25 @@ def claim_lessons(
     return got
 
 
+_CLAIM_INSERT_PG = text(
+    """
+INSERT INTO deliveries (subscriber_id, key, message_id, due_at, attempts, status,
+    claim_token, claimed_until, claimed_by, updated_at)
+SELECT n.sub, n.key, n.mid, n.due, 0, 'sending', :b_token, :b_until, :b_owner, :b_now
+FROM unnest(CAST(:subs AS integer[]), CAST(:keys AS text[]), CAST(:mids AS text[]),
+    CAST(:dues AS timestamptz[])) AS n(sub, key, mid, due)
+ON CONFLICT (subscriber_id, key) DO NOTHING
+RETURNING id, subscriber_id, attempts, due_at
+"""
+).columns(DELIVERIES.c.id, DELIVERIES.c.subscriber_id, DELIVERIES.c.attempts, DELIVERIES.c.due_at)
+
+
 @cache
 def _claim_insert(dialect: str) -> Any:
     """INSERT … ON CONFLICT DO NOTHING … RETURNING: new ledger rows, born claimed.
 
-    Built once per dialect and run with one parameter set per message
-    (executemany, which SQLAlchemy sends as multi-row statements).
+    Built once and run with one parameter set per message (executemany, which
+    SQLAlchemy sends as multi-row statements). PostgreSQL uses _CLAIM_INSERT_PG.
     """
     insert = dialect_insert(dialect)
     c = DELIVERIES.c

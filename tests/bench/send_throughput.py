@@ -31,6 +31,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from email.message import EmailMessage
 from email.policy import SMTP
 from pathlib import Path
@@ -95,18 +96,45 @@ def sink() -> Iterator[tuple[str, list[int]]]:
         counts.extend(int(x) for x in out.split())
 
 
-def run_timed(env: dict[str, str], *args: str) -> tuple[float, int, str]:
-    """Run the console script; return (seconds, peak RSS in MB, stdout). Exits on failure."""
+@dataclass
+class Timed:
+    """One run of the console script."""
+
+    seconds: float
+    rss_mb: int
+    cpu: float  # user + system seconds of the process
+    machine_busy: float | None  # cores busy on the whole machine meanwhile (Linux)
+    out: str
+
+
+def _busy_ticks() -> tuple[int, int] | None:
+    """(busy, total) jiffies of all CPUs from /proc/stat, or None off Linux."""
+    try:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def run_timed(env: dict[str, str], *args: str) -> Timed:
+    """Run the console script and measure it. Exits on failure."""
+    ticks = _busy_ticks()
     started = time.perf_counter()
     proc = subprocess.Popen([SCRIPT, *args], env=env, stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     out = proc.stdout.read()
     _, status, usage = os.wait4(proc.pid, 0)
     elapsed = time.perf_counter() - started
+    after = _busy_ticks()
+    busy = None
+    if ticks and after and after[1] > ticks[1]:
+        busy = (after[0] - ticks[0]) / (after[1] - ticks[1]) * (os.cpu_count() or 1)
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise SystemExit(f"rekindle-mail {' '.join(args)} exited {proc.returncode}")
-    return elapsed, usage.ru_maxrss // 1024, out
+    cpu = usage.ru_utime + usage.ru_stime
+    return Timed(elapsed, usage.ru_maxrss // 1024, cpu, busy, out)
 
 
 def seed(env: dict[str, str], n: int, workdir: Path) -> float:
@@ -117,7 +145,7 @@ def seed(env: dict[str, str], n: int, workdir: Path) -> float:
         writer.writerow(["email", "name", "timezone"])
         for i in range(n):
             writer.writerow([f"reader{i}@example.org", f"Reader {i}", "UTC"])
-    elapsed, _, _ = run_timed({**env, "REKINDLE_NOW": ADDED}, "subscribers", "import", str(path))
+    elapsed = run_timed({**env, "REKINDLE_NOW": ADDED}, "subscribers", "import", str(path)).seconds
     return n / elapsed
 
 
@@ -217,14 +245,15 @@ def main() -> None:
                 REKINDLE_SECRET_KEY="benchmark-secret",
             )
             import_rate = seed(env, args.n, workdir)
-            idle = min(run_timed(env, "send", "--now", IDLE_AT)[0] for _ in range(3))
+            idle = min(run_timed(env, "send", "--now", IDLE_AT).seconds for _ in range(3))
             sample = sample_messages(env, args.wire_sample)
             ceiling_before = wire_rate(smtp_url, sample)
             send_args = ["send", "--now", SEND_AT, "--json"]
             if args.connections:
                 send_args += ["--connections", str(args.connections)]
-            elapsed, rss, out = run_timed(env, *send_args)
-            report = json.loads(out)
+            timed = run_timed(env, *send_args)
+            elapsed, rss = timed.seconds, timed.rss_mb
+            report = json.loads(timed.out)
             sent = int(report["sent"])
             ceiling_after = wire_rate(smtp_url, sample)
             # The sink's pace drifts: measured before and after, the higher one counts.
@@ -246,6 +275,17 @@ def main() -> None:
             ("send / wire", f"{rate / ceiling:.2f}"),
             ("naive pipeline (reference)", f"{naive:.0f} msg/s over {args.naive_n}"),
             ("send: peak RSS", f"{rss} MB"),
+            (
+                "send: CPU time",
+                f"{timed.cpu:.1f} s ({timed.cpu / elapsed:.0%} of a core,"
+                f" {timed.cpu / max(sent, 1) * 1e6:.0f} us per message)",
+            ),
+            (
+                "machine: cores busy during send",
+                "n/a"
+                if timed.machine_busy is None
+                else f"{timed.machine_busy:.2f} of {os.cpu_count()}",
+            ),
             ("idle send (nothing due), best of 3", f"{idle:.2f} s"),
             ("subscribers import", f"{import_rate:,.0f} rows/s"),
             ("message size", f"{len(sample[0][2]):,} bytes"),
