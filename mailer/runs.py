@@ -69,7 +69,7 @@ def _send_run(
         except runlock.RunBusy as busy:
             holder = f" ({busy.holder})" if busy.holder else ""
             return SendReport(skipped=f"another send run is active{holder}")
-    with guard, rt.session() as session:
+    with guard, rt.pinned_session() as session:
         composer = rt.composer_later(session)
         report = SendReport(dry_run=dry_run)
         run = None

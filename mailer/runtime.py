@@ -66,6 +66,17 @@ class Runtime:
         with db.sessions(self.engine)() as session:
             yield session
 
+    @contextmanager
+    def pinned_session(self) -> Iterator[Session]:
+        """A session that keeps one connection from start to end.
+
+        A plain session hands its connection back to the pool at every commit and
+        checks one out (and, on PostgreSQL, pings it: a round trip) at the next
+        statement. A send run commits hundreds of times a second, so it keeps its own.
+        """
+        with self.engine.connect() as connection, db.sessions(connection)() as session:
+            yield session
+
     @cached_property
     def course(self) -> Course:
         """The course manifest (`course_dir`, or the shipped course)."""
