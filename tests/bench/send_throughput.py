@@ -103,6 +103,7 @@ class Timed:
     seconds: float
     rss_mb: int
     cpu: float  # user + system seconds of the process
+    system: float  # the system (kernel) part of it
     machine_busy: float | None  # cores busy on the whole machine meanwhile (Linux)
     out: str
 
@@ -134,7 +135,7 @@ def run_timed(env: dict[str, str], *args: str) -> Timed:
     if proc.returncode != 0:
         raise SystemExit(f"rekindle-mail {' '.join(args)} exited {proc.returncode}")
     cpu = usage.ru_utime + usage.ru_stime
-    return Timed(elapsed, usage.ru_maxrss // 1024, cpu, busy, out)
+    return Timed(elapsed, usage.ru_maxrss // 1024, cpu, usage.ru_stime, busy, out)
 
 
 def seed(env: dict[str, str], n: int, workdir: Path) -> float:
@@ -277,8 +278,9 @@ def main() -> None:
             ("send: peak RSS", f"{rss} MB"),
             (
                 "send: CPU time",
-                f"{timed.cpu:.1f} s ({timed.cpu / elapsed:.0%} of a core,"
-                f" {timed.cpu / max(sent, 1) * 1e6:.0f} us per message)",
+                f"{timed.cpu:.1f} s, {timed.system:.1f} s of it system"
+                f" ({timed.cpu / elapsed:.0%} of a core, {timed.cpu / max(sent, 1) * 1e6:.0f} us"
+                " per message)",
             ),
             (
                 "machine: cores busy during send",
