@@ -189,7 +189,7 @@ def claim_lessons(
             got[row.subscriber_id] = ledger.Claim(row.id, batch.token, row.attempts, row.due_at)
             batch.held.add(row.id)
 
-    if session.get_bind().dialect.name == "postgresql":
+    if _is_postgres(session):
         # One short statement over arrays: psycopg converts its text once and keeps
         # it, where a multi-row VALUES list is a new, long text for every batch.
         take(
@@ -209,7 +209,7 @@ def claim_lessons(
             {"b_sub": sub_id, "b_key": key, "b_mid": message_id, "b_due": due_at, **shared}
             for sub_id, key, message_id, due_at in rows
         ]
-        take(connection.execute(_claim_insert(session.get_bind().dialect.name), params))
+        take(connection.execute(_claim_insert(), params))
     existing = [(sub_id, key) for sub_id, key, _, _ in rows if sub_id not in got]
     if existing:
         c = DELIVERIES.c
@@ -255,13 +255,13 @@ RETURNING id, subscriber_id, attempts, due_at
 
 
 @cache
-def _claim_insert(dialect: str) -> Any:
-    """INSERT … ON CONFLICT DO NOTHING … RETURNING: new ledger rows, born claimed.
+def _claim_insert() -> Any:
+    """SQLite's INSERT … ON CONFLICT DO NOTHING … RETURNING: new ledger rows, born claimed.
 
     Built once and run with one parameter set per message (executemany, which
     SQLAlchemy sends as multi-row statements). PostgreSQL uses _CLAIM_INSERT_PG.
     """
-    insert = dialect_insert(dialect)
+    insert = dialect_insert("sqlite")
     c = DELIVERIES.c
     statement = insert(DELIVERIES).values(
         subscriber_id=bindparam("b_sub"),

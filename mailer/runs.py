@@ -70,7 +70,7 @@ def _send_run(
             holder = f" ({busy.holder})" if busy.holder else ""
             return SendReport(skipped=f"another send run is active{holder}")
     with guard, rt.pinned_session() as session:
-        composer = rt.composer_later(session)
+        make_composer = rt.composer_later(session)
         report = SendReport(dry_run=dry_run)
         run = None
         if not dry_run:
@@ -86,7 +86,7 @@ def _send_run(
                 Sending(
                     session,
                     pipeline,
-                    composer,
+                    make_composer,
                     rt.settings.send_window,
                     now,
                     report,
