@@ -61,8 +61,10 @@ class Composer:
         if subscriber_id is None:
             message_id = message_id or make_msgid("test", domain=self.sender.domain)
             subscriber_id = 0
+            envelope = self.sender.envelope(None)
         else:
             message_id = message_id or self.message_id(subscriber_id, key)
+            envelope = self.sender.envelope(self.tokens.verp(subscriber_id, key))
         return builder.build(
             email=email,
             name=name,
@@ -71,6 +73,7 @@ class Composer:
             unsubscribe_url=self.unsubscribe_url(subscriber_id, email),
             confirm_url=self.confirm_url(subscriber_id, email) if key == "confirm" else "",
             date=date,
+            envelope_sender=envelope,
         )
 
     def lesson(

@@ -51,6 +51,8 @@ KEYS = (
     "smtp_password_file",
     "secret_key_file",
     "imap_password_file",
+    "bounce_address",
+    "imap_quarantine",
 )
 SECRET_KEYS = frozenset({"smtp_password", "secret_key", "imap_password"})
 URL_KEYS = ("smtp_url", "database_url")  # may carry a password in user:password@
@@ -89,6 +91,8 @@ class Settings:
     course_dir: Path | None = None
     proxy_hops: int = 0
     imap_password: str | None = field(default=None, repr=False)
+    bounce_address: str | None = None  # envelope sender base (VERP); default: `from`
+    imap_quarantine: str | None = None  # IMAP folder for messages inbound cannot handle
     config_file: Path | None = None
 
     @property
@@ -100,6 +104,11 @@ class Settings:
     def sending_domain(self) -> str:
         """The domain of `from`, used in Message-IDs and the List-Id."""
         return self.sender_email.rpartition("@")[2].lower()
+
+    @property
+    def envelope_address(self) -> str:
+        """The bare address bounces go to: `bounce_address`, else `from`."""
+        return self.bounce_address or self.sender_email
 
     @property
     def database_display(self) -> str:
@@ -268,6 +277,7 @@ def _validate(raw: Mapping[str, object], path: Path | None) -> Settings:
     ca = _text(raw, "tls_ca_file")
     course_dir = _text(raw, "course_dir")
     unsubscribe = _address(raw, "unsubscribe_address")
+    bounce = _address(raw, "bounce_address")
     return Settings(
         database_url=_text(raw, "database_url") or f"sqlite:///{base / 'rekindle.db'}",
         outbox=Path(_text(raw, "outbox") or base / "outbox").expanduser(),
@@ -291,6 +301,8 @@ def _validate(raw: Mapping[str, object], path: Path | None) -> Settings:
         course_dir=Path(course_dir).expanduser() if course_dir else None,
         proxy_hops=proxy_hops,
         imap_password=_text(raw, "imap_password"),
+        bounce_address=parseaddr(bounce)[1] if bounce else None,
+        imap_quarantine=_text(raw, "imap_quarantine"),
         config_file=path,
     )
 

@@ -81,8 +81,11 @@ class ImapMailbox:
     ) -> None:
         self._close()
 
-    def unseen(self) -> Iterator[tuple[str, bytes]]:
-        """(uid, raw message) for each unseen message, oldest first, without marking it seen."""
+    def unseen(self, max_bytes: int | None = None) -> Iterator[tuple[str, bytes | None]]:
+        """(uid, raw message) for each unseen message, oldest first, without marking it seen.
+
+        A message larger than `max_bytes` comes as (uid, None): the caller sets it aside.
+        """
         imap = self._require()
         try:
             status, data = imap.uid("SEARCH", "UNSEEN")
@@ -92,7 +95,8 @@ class ImapMailbox:
                 status, parts = imap.uid("FETCH", uid, "(BODY.PEEK[])")
                 raw = next((p[1] for p in parts if isinstance(p, tuple)), None)
                 if status == "OK" and raw is not None:
-                    yield uid, bytes(raw)
+                    too_big = max_bytes is not None and len(raw) > max_bytes
+                    yield uid, None if too_big else bytes(raw)
         except (imaplib.IMAP4.error, OSError) as exc:
             raise TransportUnavailable(f"cannot read {self.description}: {describe(exc)}") from None
 
@@ -104,6 +108,38 @@ class ImapMailbox:
             raise TransportUnavailable(
                 f"cannot update {self.description}: {describe(exc)}"
             ) from None
+
+    def set_aside(self, uid: str, folder: str | None) -> None:
+        """Take a message that cannot be handled out of the way, so no later poll trips on it.
+
+        With `folder` (imap_quarantine) it is moved there (RFC 6851 MOVE, else
+        COPY and flagged \\Deleted for the next expunge), the folder created if
+        need be; otherwise, or if that fails, it is only marked seen.
+        """
+        if folder and self._move(uid, folder):
+            return
+        self.mark_seen(uid)
+
+    def _move(self, uid: str, folder: str) -> bool:
+        imap = self._require()
+        target = _quote(folder)
+        try:
+            for attempt in range(2):
+                if "MOVE" in imap.capabilities:
+                    status, _ = imap.uid("MOVE", uid, target)
+                else:
+                    status, _ = imap.uid("COPY", uid, target)
+                    if status == "OK":
+                        imap.uid("STORE", uid, "+FLAGS", "(\\Seen \\Deleted)")
+                if status == "OK":
+                    return True
+                if attempt == 0:
+                    imap.create(target)  # it may not exist yet: create it and try once more
+        except (imaplib.IMAP4.error, OSError) as exc:
+            raise TransportUnavailable(
+                f"cannot update {self.description}: {describe(exc)}"
+            ) from None
+        return False
 
     def _require(self) -> imaplib.IMAP4:
         if self._imap is None:

@@ -1,4 +1,9 @@
-"""Mail to the list: `subscribe` / `unsubscribe` commands by email, and bounce reports."""
+"""Mail to the list: `subscribe` / `unsubscribe` commands by email, and bounce reports.
+
+A bounce report changes a subscriber only when it proves it concerns a
+message we sent them (mailer.provenance); one message that cannot be read is
+skipped, never retried forever (README: "Mail to the list").
+"""
 
 from __future__ import annotations
 
@@ -7,24 +12,34 @@ import email.policy
 import enum
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.message import EmailMessage
 from email.utils import getaddresses, parseaddr
+from typing import TYPE_CHECKING
 
 from flufl.bounce import all_failures
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from mailer import signup
+from mailer import provenance, signup
 from mailer.enrolment import leave
+from mailer.errors import RekindleError
+from mailer.provenance import Proof
 from mailer.signup import MessageIds
 from subscribers.errors import InvalidInput
 from subscribers.models import Status, Subscriber
 from subscribers.validation import normalize_email
 
+if TYPE_CHECKING:
+    from mailer.compose import Composer
+
 log = logging.getLogger("rekindle.inbound")
+
+MAX_BYTES = 10 * 1024 * 1024  # a larger message is skipped unread
+MAX_MULTIPARTS = 100  # multipart containers in one message: more is skipped unparsed
+SHOWN = 5  # addresses named in one log line
 
 SUBSCRIBE_WORDS = frozenset({"subscribe", "join", "start"})
 UNSUBSCRIBE_WORDS = frozenset({"unsubscribe", "leave", "remove", "stop"})
@@ -59,9 +74,25 @@ class Request:
     temporary: tuple[str, ...] = field(default=())
 
 
+class Unreadable(RekindleError):
+    """One inbound message that cannot be handled; it is logged and skipped."""
+
+
 def parse(raw: bytes) -> EmailMessage:
-    """Parse an RFC 5322 message (never raises on malformed input)."""
-    message = email.message_from_bytes(raw, policy=email.policy.default)
+    """Parse an RFC 5322 message, bounding the work; raises Unreadable when it will not do.
+
+    The parser recurses once per nested multipart and its cost grows with
+    nesting, so a message with more multipart containers than any real report
+    or command has is refused before parsing.
+    """
+    if len(raw) > MAX_BYTES:
+        raise Unreadable(f"larger than {MAX_BYTES // (1024 * 1024)} MB")
+    if raw.lower().count(b"multipart/") > MAX_MULTIPARTS:
+        raise Unreadable(f"more than {MAX_MULTIPARTS} nested or sibling multiparts")
+    try:
+        message = email.message_from_bytes(raw, policy=email.policy.default)
+    except (RecursionError, MemoryError, ValueError, LookupError) as exc:
+        raise Unreadable(f"cannot be parsed ({type(exc).__name__})") from None
     assert isinstance(message, EmailMessage)
     return message
 
@@ -201,10 +232,54 @@ class Outcome:
     confirmation: int | None = None
 
     def summary(self) -> str:
-        """One log line."""
-        who = ", ".join(self.request.addresses) or "-"
-        done = f"; changed {', '.join(self.changed)}" if self.changed else "; nothing to change"
+        """One log line (a report naming a thousand addresses names the first few)."""
+        who = _some(self.request.addresses) or "-"
+        done = f"; changed {_some(self.changed)}" if self.changed else "; nothing to change"
         return f"{self.request.action}: {who} ({self.request.reason}){done}"
+
+
+def _some(addresses: tuple[str, ...]) -> str:
+    shown = ", ".join(addresses[:SHOWN])
+    more = len(addresses) - SHOWN
+    return f"{shown} and {more} more" if more > 0 else shown
+
+
+def handle(
+    session: Session,
+    message: EmailMessage,
+    *,
+    composer: Composer,
+    unsubscribe_address: str | None,
+    recipients: Iterable[str],
+    timezone: str,
+    now: datetime,
+) -> Outcome:
+    """Classify one parsed message, check a bounce report's proof, and carry it out; commits."""
+    sender = composer.sender
+    request = classify(
+        message,
+        unsubscribe_address=unsubscribe_address,
+        own_addresses=[sender.address, sender.envelope(None)],
+        recipients=recipients,
+    )
+    proofs = None
+    if request.action == Action.BOUNCE:
+        proofs = provenance.prove(
+            session,
+            composer.tokens,
+            sender,
+            message,
+            envelope=recipients,
+            named=request.addresses,
+        )
+    return apply(
+        session,
+        request,
+        timezone=timezone,
+        now=now,
+        message_id=composer.message_id,
+        proofs=proofs,
+    )
 
 
 def apply(
@@ -214,8 +289,13 @@ def apply(
     timezone: str,
     now: datetime,
     message_id: MessageIds,
+    proofs: Mapping[int, Proof] | None = None,
 ) -> Outcome:
-    """Carry out a classified request on the subscriber store; commits."""
+    """Carry out a classified request on the subscriber store; commits.
+
+    A bounce changes only the subscribers in `proofs` (mailer.provenance.prove):
+    a report that proves nothing changes nothing.
+    """
     if request.action == Action.SUBSCRIBE:
         try:
             result = signup.request_subscription(
@@ -231,22 +311,43 @@ def apply(
             return Outcome(Request(Action.IGNORE, request.addresses, reason=str(exc)))
         asked = request.addresses if result.confirmation else ()
         return Outcome(request, asked, result.confirmation)
-    if request.action in (Action.UNSUBSCRIBE, Action.BOUNCE):
+    if request.action == Action.UNSUBSCRIBE:
         changed: list[str] = []
         for address in request.addresses:
             sub = session.scalar(
                 select(Subscriber).where(func.lower(Subscriber.email) == address.lower())
             )
-            if sub is None:
-                continue
-            if request.action == Action.UNSUBSCRIBE and sub.status != Status.UNSUBSCRIBED:
+            if sub is not None and sub.status != Status.UNSUBSCRIBED:
                 leave(session, sub, now)
-                changed.append(sub.email)
-            elif request.action == Action.BOUNCE and sub.status not in BOUNCE_KEEPS:
-                sub.status = Status.BOUNCED
-                sub.status_changed_at = now
-                sub.next_due_at = None
                 changed.append(sub.email)
         session.commit()
         return Outcome(request, tuple(changed))
+    if request.action == Action.BOUNCE:
+        return _bounce_proved(session, request, proofs or {}, now)
     return Outcome(request)
+
+
+def _bounce_proved(
+    session: Session, request: Request, proofs: Mapping[int, Proof], now: datetime
+) -> Outcome:
+    """Bounce the subscribers the report proves we mailed; nobody else."""
+    if not proofs:
+        reason = "a delivery report that proves no message of ours (no VERP address or signed "
+        reason += "Message-ID): nobody changed"
+        return Outcome(Request(Action.IGNORE, request.addresses, reason=reason))
+    changed: list[str] = []
+    proved: list[str] = []
+    for sub_id in sorted(proofs):
+        sub = session.get(Subscriber, sub_id)
+        if sub is None:
+            continue
+        proved.append(sub.email)
+        if sub.status not in BOUNCE_KEEPS:
+            sub.status = Status.BOUNCED
+            sub.status_changed_at = now
+            sub.next_due_at = None
+            changed.append(sub.email)
+    session.commit()
+    how = sorted({p.evidence for p in proofs.values()})
+    reason = f"{request.reason}, proved by {' and '.join(how)}"
+    return Outcome(Request(Action.BOUNCE, tuple(proved), reason=reason), tuple(changed))

@@ -46,6 +46,7 @@ class Sender:
     list_id: str
     reply_to: str | None = None
     unsubscribe_address: str | None = None
+    bounce_address: str = ""  # the envelope sender's base; VERP adds +<token> (README: Bounces)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Sender:
@@ -57,7 +58,16 @@ class Sender:
             list_id=settings.list_id_header,
             reply_to=settings.reply_to,
             unsubscribe_address=settings.unsubscribe_address,
+            bounce_address=settings.envelope_address,
         )
+
+    def envelope(self, token: str | None) -> str:
+        """The envelope sender (MAIL FROM): `bounce_address` with `+token` in its local part."""
+        base = self.bounce_address or self.address
+        if not token:
+            return base
+        local, _, domain = base.rpartition("@")
+        return f"{local}+{token}@{domain}"
 
 
 def header(name: str, value: str, *, utf8: bool = False) -> bytes:
@@ -143,8 +153,9 @@ class MessageBuilder:
         unsubscribe_url: str,
         date: datetime,
         confirm_url: str = "",
+        envelope_sender: str | None = None,
     ) -> Outgoing:
-        """The complete message for one recipient."""
+        """The complete message for one recipient (envelope sender: `bounce_address`)."""
         recipient = Recipient(first_name, email, unsubscribe_url, confirm_url)
         raw, escaped = self.content.values(recipient)
         unsubscribe = f"<{_UNSAFE.sub('', unsubscribe_url)}>"
@@ -173,7 +184,8 @@ class MessageBuilder:
                 b"--\r\n",
             )
         )
-        return Outgoing(self.sender.address, email, data, message_id, self.key)
+        sender = envelope_sender or self.sender.envelope(None)
+        return Outgoing(sender, email, data, message_id, self.key)
 
 
 def _qp(text: str) -> bytes:

@@ -54,7 +54,7 @@ def secret_values(settings: Settings | None, env: Mapping[str, str]) -> set[str]
             continue
         if "://" in value:
             for url in re.split(r"[\s,]+", value):
-                found.update(_url_password(url))
+                found.update(url_secrets(url))
         else:
             found.add(value)
     return {value for value in found if len(value) >= 4}  # shorter ones would garble text
@@ -67,7 +67,7 @@ def redact(text: str, secrets: Iterable[str]) -> str:
     return text
 
 
-def _url_password(url: str) -> set[str]:
+def url_secrets(url: str) -> set[str]:
     """The password in `url`, as written and decoded."""
     try:
         password = urlsplit(url).password

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import hmac
+import re
 from datetime import timedelta
 from typing import Any
 
@@ -14,6 +16,9 @@ from itsdangerous.signer import HMACAlgorithm
 UNSUBSCRIBE_SALT = "rekindle.unsubscribe"
 CONFIRM_SALT = "rekindle.confirm"
 CONFIRM_MAX_AGE = timedelta(days=7)
+VERP_SALT = b"rekindle.verp"
+VERP_MAC_BYTES = 8  # 64 bits: a forger gets one guess per message we receive
+_MESSAGE_ID = re.compile(r"<?\s*([a-z0-9/-]{1,80})\.([0-9a-f]{24})@([^>\s]{1,255})\s*>?\Z")
 
 
 _DERIVED: dict[tuple[bytes, bytes], bytes] = {}
@@ -62,6 +67,7 @@ class Tokens:
 
     def __init__(self, secret: str) -> None:
         self._secret = secret.encode()
+        self._verp_key = hmac.digest(self._secret, VERP_SALT, "sha256")
         self._unsubscribe = ShortSerializer(secret, salt=UNSUBSCRIBE_SALT, signer=KeyOnceSigner)
         self._confirm = URLSafeTimedSerializer(secret, salt=CONFIRM_SALT)
 
@@ -97,6 +103,47 @@ class Tokens:
         """The Message-ID of (subscriber, key): the same on every retry, unguessable to others."""
         digest = hmac.digest(self._secret, f"{subscriber_id}/{key}".encode(), "sha256")
         return f"<{key}.{digest.hex()[:24]}@{domain}>"
+
+    def is_message_id_of(self, subscriber_id: int, message_id: str, domain: str) -> bool:
+        """True when `message_id` is one we generated for this subscriber at `domain`."""
+        found = _MESSAGE_ID.match(message_id.strip().lower())
+        if found is None or found.group(3) != domain.lower():
+            return False
+        return hmac.compare_digest(
+            self.message_id(subscriber_id, found.group(1), domain).lower(),
+            f"<{found.group(1)}.{found.group(2)}@{found.group(3)}>",
+        )
+
+    def verp(self, subscriber_id: int, key: str) -> str:
+        """The VERP token of (subscriber, key): short, case-insensitive, signed.
+
+        base32 of the subscriber id (4 bytes), the key and a truncated HMAC, so
+        an MTA that folds the case of the local part cannot spoil it.
+        """
+        payload = subscriber_id.to_bytes(4, "big") + key.encode()
+        mac = hmac.digest(self._verp_key, payload, "sha256")[:VERP_MAC_BYTES]
+        return base64.b32encode(payload + mac).decode("ascii").rstrip("=").lower()
+
+    def read_verp(self, token: str) -> tuple[int, str] | None:
+        """(subscriber id, key) from a genuine VERP token, else None."""
+        if not 20 <= len(token) <= 120 or not token.isascii() or not token.isalnum():
+            return None
+        try:
+            raw = base64.b32decode(token.upper() + "=" * (-len(token) % 8))
+        except ValueError:
+            return None
+        payload, mac = raw[:-VERP_MAC_BYTES], raw[-VERP_MAC_BYTES:]
+        if len(payload) < 5 or base64.b32encode(raw).decode().rstrip("=") != token.upper():
+            # only the canonical spelling counts (spare bits in the last character are zero)
+            return None
+        expected = hmac.digest(self._verp_key, payload, "sha256")[:VERP_MAC_BYTES]
+        if not hmac.compare_digest(mac, expected):
+            return None
+        try:
+            key = payload[4:].decode("ascii")
+        except UnicodeDecodeError:
+            return None
+        return int.from_bytes(payload[:4], "big"), key
 
 
 def _pair(value: object) -> tuple[int, str] | None:

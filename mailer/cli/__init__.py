@@ -92,11 +92,14 @@ def _one_line(exc: Exception) -> tuple[str, int]:
 
 
 def _secrets(ctx: click.Context) -> set[str]:
+    """Every secret the run knows: settings, environment, and any a command adds to
+    ctx.meta["rekindle.secrets"] (a password given on its command line)."""
+    extra = {s for s in ctx.meta.get("rekindle.secrets", ()) if len(s) >= 4}
     runtime = ctx.obj if isinstance(ctx.obj, Runtime) else None
     if runtime is None:
-        return secret_values(None, os.environ)
+        return secret_values(None, os.environ) | extra
     settings = runtime.__dict__.get("settings")  # only if it loaded
-    return secret_values(settings, runtime.env)
+    return secret_values(settings, runtime.env) | extra
 
 
 @click.group(cls=RekindleGroup, context_settings={"help_option_names": ["-h", "--help"]})
