@@ -2,8 +2,10 @@
 
 It speaks enough of RFC 3501 for Python's imaplib: CAPABILITY, NOOP, LOGIN,
 SELECT/EXAMINE, UID SEARCH, UID FETCH (BODY.PEEK[], BODY[], RFC822, FLAGS),
-UID STORE (+FLAGS, -FLAGS, FLAGS, .SILENT), CLOSE and LOGOUT. Anything else is
-answered BAD, the way a strict server would.
+UID STORE (+FLAGS, -FLAGS, FLAGS, .SILENT), CREATE, UID COPY, UID MOVE (RFC 6851,
+only when created with `move=True`), CLOSE and LOGOUT. Anything else is answered
+BAD, the way a strict server would. Other folders only collect copied or moved
+messages (`folders`).
 """
 
 from __future__ import annotations
@@ -35,11 +37,21 @@ class Stored:
 class ImapServer:
     """A running IMAP server with one user and one folder."""
 
-    def __init__(self, user: str = "list", password: str = PASSWORD, folder: str = "INBOX") -> None:
+    def __init__(
+        self,
+        user: str = "list",
+        password: str = PASSWORD,
+        folder: str = "INBOX",
+        *,
+        move: bool = False,
+    ) -> None:
         self.user = user
         self.password = password
         self.folder = folder
+        self.capabilities = CAPABILITIES + (" MOVE" if move else "")
         self.messages: list[Stored] = []
+        self.folders: dict[str, list[bytes]] = {}  # other folders: name -> messages
+        self._last_uid = 0
         self.commands: list[str] = []  # every command received, tag stripped, password hidden
         self.logins = 0
         self.lock = threading.Lock()
@@ -60,7 +72,8 @@ class ImapServer:
         """Deliver a message into the folder; returns its UID."""
         data = re.sub(rb"\r?\n", b"\r\n", raw)
         with self.lock:
-            uid = len(self.messages) + 1
+            uid = max((m.uid for m in self.messages), default=self._last_uid) + 1
+            self._last_uid = uid
             self.messages.append(Stored(uid, data, {"\\Seen"} if seen else set()))
         return uid
 
@@ -90,7 +103,7 @@ class _Session(socketserver.StreamRequestHandler):
         self.read_only = False
 
     def handle(self) -> None:
-        self.send(f"* OK [CAPABILITY {CAPABILITIES}] test IMAP server ready")
+        self.send(f"* OK [CAPABILITY {self.imap.capabilities}] test IMAP server ready")
         while True:
             line = self.rfile.readline()
             if not line:
@@ -128,7 +141,7 @@ class _Session(socketserver.StreamRequestHandler):
     # --- any state ---------------------------------------------------------------------------
 
     def do_CAPABILITY(self, tag: str, args: list[str]) -> None:
-        self.send(f"* CAPABILITY {CAPABILITIES}")
+        self.send(f"* CAPABILITY {self.imap.capabilities}")
         self.send(f"{tag} OK CAPABILITY completed")
 
     def do_NOOP(self, tag: str, args: list[str]) -> None:
@@ -148,7 +161,7 @@ class _Session(socketserver.StreamRequestHandler):
             self.state = "authenticated"
             with self.imap.lock:
                 self.imap.logins += 1
-            self.send(f"{tag} OK [CAPABILITY {CAPABILITIES}] Logged in")
+            self.send(f"{tag} OK [CAPABILITY {self.imap.capabilities}] Logged in")
         else:
             self.send(f"{tag} NO [AUTHENTICATIONFAILED] Authentication failed.")
 
@@ -259,6 +272,40 @@ class _Session(socketserver.StreamRequestHandler):
             if not silent:
                 self.send(f"* {seq} FETCH (UID {message.uid} FLAGS ({now}))")
         self.send(f"{tag} OK UID STORE completed")
+
+    def do_CREATE(self, tag: str, args: list[str]) -> None:
+        if self.state == "not-authenticated":
+            self.send(f"{tag} BAD log in first")
+            return
+        with self.imap.lock:
+            if args[0] in self.imap.folders or args[0].upper() == self.imap.folder.upper():
+                self.send(f"{tag} NO [ALREADYEXISTS] Mailbox exists")
+                return
+            self.imap.folders[args[0]] = []
+        self.send(f"{tag} OK CREATE completed")
+
+    def do_UID_COPY(self, tag: str, args: list[str], *, move: bool = False) -> None:
+        if self._not_selected(tag):
+            return
+        with self.imap.lock:
+            target = self.imap.folders.get(args[1])
+        if target is None:
+            self.send(f"{tag} NO [TRYCREATE] Mailbox doesn't exist: {args[1]}")
+            return
+        for seq, message in reversed(self._matching(args[0])):
+            with self.imap.lock:
+                target.append(message.data)
+                if move:
+                    self.imap.messages.remove(message)
+            if move:
+                self.send(f"* {seq} EXPUNGE")
+        self.send(f"{tag} OK UID {'MOVE' if move else 'COPY'} completed")
+
+    def do_UID_MOVE(self, tag: str, args: list[str]) -> None:
+        if "MOVE" not in self.imap.capabilities.split():
+            self.send(f"{tag} BAD unknown command")
+            return
+        self.do_UID_COPY(tag, args, move=True)
 
     def _not_selected(self, tag: str) -> bool:
         if self.state == "selected":

@@ -7,7 +7,6 @@ an out-of-office reply, and subscribe/unsubscribe commands in their usual forms.
 
 from __future__ import annotations
 
-import json
 import random
 import re
 from collections.abc import Callable, Iterator
@@ -505,3 +504,113 @@ def test_plain_imap_to_a_remote_host_is_refused_before_connecting(imap_env):
     assert done.returncode == 1, done.stderr
     assert "mail.example.org" in line
     assert "imaps://" in line
+
+
+# --- messages that cannot be handled never stall the mail after them ------------------------
+
+
+def nested(depth: int) -> bytes:
+    """A message `depth` multiparts deep, with an unsubscribe command at the bottom."""
+    head = "".join(
+        f'Content-Type: multipart/mixed; boundary="b{i}"\n\n--b{i}\n' for i in range(depth)
+    )
+    tail = "".join(f"--b{i}--\n" for i in reversed(range(depth)))
+    return (
+        f"From: Dan Reader <{DAN}>\nTo: hello@example.org\nSubject: unsubscribe\n"
+        f"MIME-Version: 1.0\n{head}Content-Type: text/plain\n\nunsubscribe\n{tail}"
+    ).encode()
+
+
+HOSTILE = [
+    pytest.param(nested(1000), id="1000-multiparts-deep"),
+    pytest.param(nested(150), id="150-multiparts-deep"),
+    pytest.param(
+        b"From: Dan <dan.reader@example.com>\nSubject: unsubscribe\n\n" + b"x" * (10 * 2**20),
+        id="over-10-MB",
+    ),
+]
+
+
+@pytest.mark.parametrize("raw", HOSTILE)
+def test_a_message_that_cannot_be_handled_is_skipped_with_a_warning(mail_env, raw):
+    """stdin: exit 0 (the MTA must not retry it for days), one warning line, nothing changed."""
+    add(mail_env, DAN, now=ADDED)
+    done = piped(mail_env, raw)
+    assert done.returncode == 0, done.stderr
+    assert_no_traceback(done)
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert "skipped a message that cannot be handled" in lines[0]
+    assert statuses(mail_env) == {DAN: "active"}
+
+
+def test_a_message_a_few_multiparts_deep_is_still_read(mail_env):
+    """Ordinary nesting (a reply inside a forward inside a report) is handled as usual."""
+    add(mail_env, DAN, now=ADDED)
+    done = piped(mail_env, nested(8))
+    assert done.returncode == 0, done.stderr
+    assert statuses(mail_env) == {DAN: "unsubscribed"}
+
+
+def test_imap_a_message_that_cannot_be_handled_is_marked_seen_and_the_rest_read(
+    imap_env, imap_server
+):
+    """IMAP without imap_quarantine: the bad message is flagged seen, later ones are handled,
+    and the next poll does not trip over it again."""
+    add(imap_env, DAN, now=ADDED)
+    bad = imap_server.add(nested(1000))
+    imap_server.add(eml("unsubscribe-reply.eml"))
+    done = script(imap_env, "inbound", "--imap", imap_server.url())
+    assert done.returncode == 0, done.stderr
+    assert_no_traceback(done)
+    assert "handled 1 message(s), skipped 1" in done.stdout
+    assert "skipped a message that cannot be handled" in done.stderr
+    assert imap_server.unseen() == []
+    assert bad in [m.uid for m in imap_server.messages]
+    assert statuses(imap_env)[DAN] == "unsubscribed"
+    again = script(imap_env, "inbound", "--imap", imap_server.url())
+    assert again.returncode == 0, again.stderr
+    assert "handled 0 message(s)" in again.stdout
+
+
+@pytest.mark.parametrize("move", [True, False], ids=["move", "copy"])
+def test_imap_quarantine_takes_a_bad_message_out_of_the_inbox(imap_env, move):
+    """imap_quarantine = "Quarantine": the bad message is moved there (created if missing);
+    a server without MOVE gets COPY and the original flagged \\Deleted and \\Seen."""
+    server = ImapServer(move=move).start()
+    try:
+        env = {
+            **imap_env,
+            "REKINDLE_IMAP_PASSWORD": server.password,
+            "REKINDLE_IMAP_QUARANTINE": "Quarantine",
+        }
+        add(env, DAN, now=ADDED)
+        bad = server.add(nested(1000))
+        server.add(eml("unsubscribe-reply.eml"))
+        done = script(env, "inbound", "--imap", server.url())
+        assert done.returncode == 0, done.stderr
+        assert server.folders["Quarantine"] == [re.sub(rb"\r?\n", b"\r\n", nested(1000))]
+        left = {m.uid: m.flags for m in server.messages}
+        if move:
+            assert bad not in left
+        else:
+            assert {"\\Deleted", "\\Seen"} <= left[bad]
+        assert server.unseen() == []
+        assert statuses(env)[DAN] == "unsubscribed"
+    finally:
+        server.stop()
+
+
+def test_a_password_in_the_imap_url_never_appears_in_an_error_line(imap_env):
+    """`--imap imap://list:PASSWORD@host…` that fails: the line (and --debug's traceback)
+    show *** instead of the password."""
+    url = f"imap://list:Hunter2-secret@127.0.0.1:{free_port()}/INBOX"
+    env = {k: v for k, v in imap_env.items() if k != "REKINDLE_IMAP_PASSWORD"}
+    done = script(env, "inbound", "--imap", url)
+    line = one_error_line(done)
+    assert done.returncode == 75, done.stderr
+    assert "Hunter2-secret" not in done.stderr + done.stdout
+    debug = script(env, "--debug", "inbound", "--imap", url.replace("INBOX", "Hunter2-secret"))
+    assert debug.returncode == 75
+    assert "Hunter2-secret" not in debug.stderr + debug.stdout
+    assert "127.0.0.1" in line
