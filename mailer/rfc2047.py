@@ -14,15 +14,8 @@ _FRAME = len(_B) + len(_END)
 # RFC 2047 §5(3): the only characters a "Q" word may carry as themselves in a phrase.
 _Q_LITERAL = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789!*+-/")
 _Q_BYTE = [chr(b) if b in _Q_LITERAL else "_" if b == 0x20 else f"={b:02X}" for b in range(256)]
-
-
-def needs_encoding(text: str) -> bool:
-    """True when `text` cannot go into a header as it is: not ASCII, or it holds '=?'.
-
-    A literal '=?utf-8?b?...?=' typed as a name must not be decoded by the reader's
-    mail program, so it is encoded like any non-ASCII text and displays literally.
-    """
-    return "=?" in text or not text.isascii()
+_Q_TABLE = dict(enumerate(_Q_BYTE))  # str.translate over the bytes read as Latin-1
+_Q_PLAIN = bytes(_Q_LITERAL) + b" "  # bytes that stay one character in a "Q" word
 
 
 def words(text: str, first: int = MAX_WORD, rest: int = MAX_WORD) -> list[str]:
@@ -33,9 +26,14 @@ def words(text: str, first: int = MAX_WORD, rest: int = MAX_WORD) -> list[str]:
     exactly `text`. The shorter of the "Q" and "B" encodings is used, as Python's email
     package does; mostly-ASCII text stays readable.
     """
+    whole = text.encode()
+    q_size = len(whole) + 2 * len(whole.translate(None, _Q_PLAIN))
+    b_size = (len(whole) + 2) // 3 * 4
+    if _FRAME + min(q_size, b_size) <= min(first, MAX_WORD):  # the usual name: one word
+        return [_q_word(whole) if q_size <= b_size else _b_word(whole)]
     data = [c.encode() for c in text]
-    q_cost = [sum(len(_Q_BYTE[b]) for b in piece) for piece in data]
-    if sum(q_cost) <= (sum(len(piece) for piece in data) + 2) // 3 * 4:
+    if q_size <= b_size:
+        q_cost = [sum(len(_Q_BYTE[b]) for b in piece) for piece in data]
         return _pack(data, q_cost, first, rest, _q_word, lambda room: room)
     sizes = [len(piece) for piece in data]
     return _pack(data, sizes, first, rest, _b_word, lambda room: room // 4 * 3)
@@ -76,7 +74,7 @@ def _pack(
 
 
 def _q_word(data: bytes) -> str:
-    return _Q + "".join(_Q_BYTE[b] for b in data) + _END
+    return _Q + data.decode("latin-1").translate(_Q_TABLE) + _END
 
 
 def _b_word(data: bytes) -> str:
