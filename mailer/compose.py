@@ -9,6 +9,11 @@ from mailer.message import MessageBuilder, Outgoing, Sender
 from mailer.render import Renderer
 from mailer.tokens import Tokens
 
+# A confirmation carries no unconfirmed name (README, "People joining and leaving on
+# their own"): whoever typed the address may not be its owner, so it greets "Hi there"
+# and its To header is the bare address. Names are used once the person confirms.
+UNCONFIRMED_GREETING = "there"
+
 
 def first_name(name: str | None, fallback: str) -> str:
     """The first word of the subscriber's name, or the course's friendly fallback."""
@@ -58,6 +63,9 @@ class Composer:
     ) -> Outgoing:
         """Message `key` for one recipient; without a subscriber id it is a test message."""
         builder = self.builder(key)
+        greeting = first_name(name, self.renderer.course.name_fallback)
+        if key == "confirm":
+            name, greeting = None, UNCONFIRMED_GREETING
         if subscriber_id is None:
             message_id = message_id or make_msgid("test", domain=self.sender.domain)
             subscriber_id = 0
@@ -68,7 +76,7 @@ class Composer:
         return builder.build(
             email=email,
             name=name,
-            first_name=first_name(name, self.renderer.course.name_fallback),
+            first_name=greeting,
             message_id=message_id,
             unsubscribe_url=self.unsubscribe_url(subscriber_id, email),
             confirm_url=self.confirm_url(subscriber_id, email) if key == "confirm" else "",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -80,6 +81,7 @@ class ImportReport:
     existing: list[str] = field(default_factory=list)
     rejected: list[BadRow] = field(default_factory=list)
     dry_run: bool = False
+    statuses: Counter[str] = field(default_factory=Counter)
 
 
 def import_subscribers(
@@ -91,7 +93,13 @@ def import_subscribers(
     window: SendWindow,
     dry_run: bool = False,
 ) -> ImportReport:
-    """Store every valid row as active; skip addresses already present; commit per batch."""
+    """Store every valid row; skip addresses already present; commit per batch.
+
+    A row without a status is a new active subscriber (lesson 1 at their next
+    window). A row with one keeps it: nobody who left, bounced or never
+    confirmed becomes active, and a pending row gets no confirmation email.
+    An address already present keeps its state: import never changes it.
+    """
     report = ImportReport(dry_run=dry_run)
     batch: list[Row] = []
 
@@ -109,9 +117,8 @@ def import_subscribers(
             if r.email.lower() in present:
                 report.existing.append(r.email)
             else:
-                fresh.append(
-                    _new_row(r.email, r.name, r.timezone or default_timezone, now, window, "import")
-                )
+                fresh.append(_imported_row(r, default_timezone, now, window))
+                report.statuses[str(fresh[-1]["status"])] += 1
         if fresh and not dry_run:
             session.execute(insert(Subscriber), fresh)
             session.commit()
@@ -128,6 +135,34 @@ def import_subscribers(
     if batch:
         flush()
     return report
+
+
+def _imported_row(
+    r: Row, default_timezone: str, now: datetime, window: SendWindow
+) -> dict[str, object]:
+    """The stored form of an imported row: its status, consent record and place in the course."""
+    zone = r.timezone or default_timezone
+    row = _new_row(r.email, r.name, zone, now, window, r.source or "import")
+    row["created_at"] = r.created_at or now
+    row["confirmed_at"] = r.confirmed_at
+    status = r.status or Status.ACTIVE
+    if status == Status.ACTIVE:
+        if r.next_lesson is not None:  # a restore: the course goes on where it was
+            row["next_lesson"] = r.next_lesson
+            row["next_due_at"] = r.next_due or window.next_opening(now, ZoneInfo(zone))
+        return row
+    row["status"] = status
+    row["next_due_at"] = None
+    if status == Status.PAUSED:
+        row["next_lesson"] = r.next_lesson or 1
+    elif status == Status.PENDING:
+        # Confirming later continues at next_lesson if the person had begun the course.
+        row["next_lesson"] = r.next_lesson
+        row["started_at"] = now if r.next_lesson is not None else None
+    else:
+        row["next_lesson"] = None
+        row["started_at"] = now if status == Status.COMPLETED else None
+    return row
 
 
 def pause(session: Session, email: str, now: datetime) -> Subscriber:

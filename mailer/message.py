@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import binascii
+import contextlib
 import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from email.header import Header
+from email.errors import HeaderParseError
+from email.header import decode_header, make_header
 from email.utils import format_datetime, formataddr, parseaddr
 
+from mailer import rfc2047
 from mailer.config import Settings
 from mailer.render import Recipient, Rendered, Slots
 
@@ -18,6 +21,7 @@ _UNSAFE = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
 CRLF = b"\r\n"
 SOFT_BREAK = b"=\r\n"  # quoted-printable: a line break that is not in the text
 MAX_LINE = 78  # RFC 5322 §2.1.1: SHOULD; folding keeps lines near it, never past 998
+ADDRESS_WORD = MAX_LINE - len("Reply-To: ")  # the longest encoded-word in an address field
 
 
 @dataclass(frozen=True)
@@ -71,15 +75,21 @@ class Sender:
 
 
 def header(name: str, value: str, *, utf8: bool = False) -> bytes:
-    """One header field: control characters removed, non-ASCII RFC 2047-encoded, folded.
+    """One unstructured header field (Subject, ...): control characters removed, folded.
 
-    With `utf8` (an SMTPUTF8 message, RFC 6532) non-ASCII text stays raw UTF-8.
+    Text that is not ASCII, or that holds '=?' (it would be read as an encoded-word),
+    becomes RFC 2047 encoded-words of at most 75 characters; with `utf8` (an SMTPUTF8
+    message, RFC 6532) non-ASCII text may stay raw UTF-8.
     """
     value = _UNSAFE.sub(" ", value)
-    if not (utf8 or value.isascii()):
-        value = Header(value, "utf-8", header_name=name).encode(linesep="\r\n")
-        return f"{name}: {value}\r\n".encode()
+    if "=?" in value or not (utf8 or value.isascii()):
+        return f"{name}: {rfc2047.fold(value, len(name) + 2)}\r\n".encode()
     return f"{name}: {_fold(len(name) + 2, value)}\r\n".encode()
+
+
+def address_header(name: str, display: str | None, email: str) -> bytes:
+    """One address field (From, To, Reply-To): `address(display, email)`, folded."""
+    return f"{name}: {_fold(len(name) + 2, address(display, email))}\r\n".encode()
 
 
 def _fold(used: int, value: str) -> str:
@@ -99,10 +109,17 @@ def _fold(used: int, value: str) -> str:
 
 
 def address(name: str | None, email: str) -> str:
-    """An address for From/To on one line: the display name quoted or RFC 2047-encoded."""
-    name = " ".join(_UNSAFE.sub(" ", name or "").split())
+    """An address for From/To on one line: the display name quoted or RFC 2047-encoded.
+
+    A name that is not ASCII, or that looks like an encoded-word ('=?utf-8?b?...?='),
+    is sent as encoded-words, so every reader shows exactly the name that was stored.
+    """
+    name = _UNSAFE.sub(" ", name or "").strip()
     if not name:
         return email
+    if "=?" in name or (email.isascii() and not name.isascii()):
+        # Words short enough that "Reply-To: " and the first of them fit in 78 characters.
+        return " ".join(rfc2047.words(name, ADDRESS_WORD, ADDRESS_WORD)) + f" <{email}>"
     if email.isascii():
         return " ".join(formataddr((name, email)).split())
     # An SMTPUTF8 message is 8-bit anyway: the name may stay UTF-8, quoted.
@@ -110,9 +127,13 @@ def address(name: str | None, email: str) -> str:
     return f'"{quoted}" <{email}>'
 
 
-def _sender_address(from_header: str) -> str:
+def _sender_address(from_header: str) -> tuple[str, str]:
+    """(display name, address) of a configured From or Reply-To, encoded-words decoded."""
     display, email = parseaddr(from_header)
-    return address(display, email)
+    if "=?" in display:
+        with contextlib.suppress(HeaderParseError, LookupError, UnicodeDecodeError):
+            display = str(make_header(decode_header(display)))
+    return display, email
 
 
 class MessageBuilder:
@@ -123,9 +144,9 @@ class MessageBuilder:
         self.key = key
         self.content = content
         self._boundary = b"=_rekindle_" + hashlib.sha1(key.encode()).hexdigest()[:20].encode()  # noqa: S324
-        fixed = [header("From", _sender_address(sender.from_header))]
+        fixed = [address_header("From", *_sender_address(sender.from_header))]
         if sender.reply_to:
-            fixed.append(header("Reply-To", _sender_address(sender.reply_to)))
+            fixed.append(address_header("Reply-To", *_sender_address(sender.reply_to)))
         fixed += [
             header("Subject", subject),
             header("List-Id", sender.list_id),
@@ -164,7 +185,7 @@ class MessageBuilder:
         boundary = self._boundary
         data = b"".join(
             (
-                header("To", address(name, email), utf8=not email.isascii()),
+                address_header("To", name, email),
                 f"Date: {format_datetime(date.astimezone(UTC))}\r\n".encode(),
                 f"Message-ID: {message_id}\r\n".encode(),
                 f"List-Unsubscribe: {unsubscribe}\r\n".encode(),

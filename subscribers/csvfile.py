@@ -2,25 +2,56 @@
 
 from __future__ import annotations
 
+import codecs
 import csv
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import IO
 
 from subscribers.errors import InvalidInput
+from subscribers.models import Status
 from subscribers.validation import check_timezone, clean_name, normalize_email
 
-COLUMNS = ("email", "name", "timezone")
+# What import reads: the first three are the simple form; the rest, as `subscribers
+# export` writes them, restore the consent record and the place in the course.
+COLUMNS = (
+    "email",
+    "name",
+    "timezone",
+    "status",
+    "created_at",
+    "confirmed_at",
+    "source",
+    "next_lesson",
+    "next_due",
+)
+STATUSES = {s.value: s for s in Status}
+_SOURCE = re.compile(r"[a-z][a-z0-9_-]{0,15}")
+# A cell a spreadsheet would run as a formula (after any quotes export already added).
+_FORMULA = re.compile(r"'*[=+\-@\t\r]")
+_BOMS = (
+    (codecs.BOM_UTF8, "utf-8-sig", "UTF-8"),
+    (codecs.BOM_UTF16_LE, "utf-16", "UTF-16"),
+    (codecs.BOM_UTF16_BE, "utf-16", "UTF-16"),
+)
 
 
 @dataclass(frozen=True)
 class Row:
-    """One valid CSV row, already validated and normalised."""
+    """One valid CSV row, already validated and normalised (None: not given)."""
 
     line: int
     email: str
     name: str | None
     timezone: str | None
+    status: Status | None = None
+    created_at: datetime | None = None
+    confirmed_at: datetime | None = None
+    source: str | None = None
+    next_lesson: int | None = None
+    next_due: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -31,11 +62,42 @@ class BadRow:
     reason: str
 
 
-def read_rows(stream: IO[str]) -> Iterator[Row | BadRow]:
+def decode(data: bytes) -> str:
+    """The text of a subscriber file: UTF-8 with or without a BOM, or UTF-16 with a BOM.
+
+    Raises InvalidInput naming the first line that cannot be read, before anything
+    is imported.
+    """
+    encoding, label = "utf-8", "UTF-8"
+    for bom, codec, name in _BOMS:
+        if data.startswith(bom):
+            encoding, label = codec, name
+            break
+    try:
+        text = data.decode(encoding)
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].decode(encoding, "replace").count("\n") + 1
+        raise InvalidInput(
+            f"line {line}: bytes that are not {label} ({data[exc.start : exc.end]!r}); "
+            "save the file as UTF-8 (or UTF-16 with a byte-order mark) and import it again"
+        ) from None
+    if "\x00" in text:
+        line = text[: text.index("\x00")].count("\n") + 1
+        raise InvalidInput(
+            f"line {line}: the file holds NUL characters; if it is UTF-16 it needs a "
+            "byte-order mark, or save it as UTF-8"
+        )
+    return text
+
+
+def read_rows(
+    stream: IO[str], *, now: datetime | None = None, lessons: int | None = None
+) -> Iterator[Row | BadRow]:
     """Yield each data row of a subscriber CSV as a Row or a BadRow.
 
-    Raises InvalidInput when the file as a whole cannot be read (no header,
-    no `email` column). Duplicate addresses within the file are BadRows.
+    Timestamps after `now` and a `next_lesson` past `lessons` are BadRows. Raises
+    InvalidInput when the file as a whole cannot be read (no header, no `email`
+    column). Duplicate addresses within the file are BadRows.
     """
     reader = csv.reader(stream, strict=True)
     try:
@@ -51,8 +113,9 @@ def read_rows(stream: IO[str]) -> Iterator[Row | BadRow]:
         raise InvalidInput(
             f"line 1: the header must name an 'email' column (got {','.join(header)!r})"
         )
-    index = {name: columns.index(name) for name in COLUMNS if name in columns}
-    seen: dict[str, int] = {}
+    parse = _Parser(
+        {name: columns.index(name) for name in COLUMNS if name in columns}, now, lessons
+    )
     line = reader.line_num + 1
     while True:
         try:
@@ -76,33 +139,113 @@ def read_rows(stream: IO[str]) -> Iterator[Row | BadRow]:
         if len(cells) > len(columns):
             yield BadRow(start, f"{len(cells)} fields, but the header names {len(columns)}")
             continue
-        yield _parse(start, cells, index, seen)
+        yield parse(start, cells)
 
 
-def _parse(
-    line: int, cells: list[str], index: dict[str, int], seen: dict[str, int]
-) -> Row | BadRow:
-    def cell(name: str) -> str:
-        i = index.get(name)
-        return cells[i].strip() if i is not None and i < len(cells) else ""
+class _Parser:
+    """Turns the cells of one data line into a Row or a BadRow saying why not."""
 
+    def __init__(self, index: dict[str, int], now: datetime | None, lessons: int | None) -> None:
+        self.index = index
+        self.now = now
+        self.lessons = lessons
+        self.seen: dict[str, int] = {}
+
+    def __call__(self, line: int, cells: list[str]) -> Row | BadRow:
+        def cell(name: str) -> str:
+            i = self.index.get(name)
+            return unprotect(cells[i].strip()) if i is not None and i < len(cells) else ""
+
+        try:
+            email = normalize_email(cell("email"))
+            row = Row(
+                line,
+                email,
+                clean_name(cell("name")),
+                check_timezone(cell("timezone")) if cell("timezone") else None,
+                _status(cell("status")),
+                self._consent_time(cell("created_at"), "created_at"),
+                self._consent_time(cell("confirmed_at"), "confirmed_at"),
+                _source(cell("source")),
+                self._lesson(cell("next_lesson")),
+                _instant(cell("next_due"), "next_due"),
+            )
+        except InvalidInput as exc:
+            return BadRow(line, str(exc))
+        if row.created_at and row.confirmed_at and row.confirmed_at < row.created_at:
+            return BadRow(line, "confirmed_at is earlier than created_at")
+        first = self.seen.setdefault(email.lower(), line)
+        if first != line:
+            return BadRow(line, f"duplicate of line {first} ({email})")
+        return row
+
+    def _consent_time(self, text: str, column: str) -> datetime | None:
+        """A consent timestamp: ISO-8601 with an offset, and not after the import."""
+        value = _instant(text, column)
+        if value is not None and self.now is not None and value > self.now:
+            raise InvalidInput(f"{column} {text!r} is in the future")
+        return value
+
+    def _lesson(self, text: str) -> int | None:
+        if not text:
+            return None
+        number = int(text) if text.isascii() and text.isdigit() else 0
+        if number < 1 or (self.lessons is not None and number > self.lessons):
+            upto = f" to {self.lessons}" if self.lessons is not None else " up"
+            raise InvalidInput(f"next_lesson {text!r} is not a lesson number (1{upto})")
+        return number
+
+
+def _status(text: str) -> Status | None:
+    if not text:
+        return None
+    status = STATUSES.get(text.lower())
+    if status is None:
+        raise InvalidInput(f"unknown status {text!r} (one of: {', '.join(STATUSES)})")
+    return status
+
+
+def _source(text: str) -> str | None:
+    if not text:
+        return None
+    if not _SOURCE.fullmatch(text):
+        raise InvalidInput(
+            f"source {text!r} is not a short lower-case word such as web, email or import"
+        )
+    return text
+
+
+def _instant(text: str, column: str) -> datetime | None:
+    if not text:
+        return None
     try:
-        email = normalize_email(cell("email"))
-        name = clean_name(cell("name"))
-        timezone = check_timezone(cell("timezone")) if cell("timezone") else None
-    except InvalidInput as exc:
-        return BadRow(line, str(exc))
-    first = seen.setdefault(email.lower(), line)
-    if first != line:
-        return BadRow(line, f"duplicate of line {first} ({email})")
-    return Row(line, email, name, timezone)
+        value = datetime.fromisoformat(text[:-1] + "+00:00" if text[-1:] in "Zz" else text)
+    except ValueError:
+        raise InvalidInput(
+            f"{column} {text!r} is not an ISO-8601 time such as 2026-03-02T09:30:00+00:00"
+        ) from None
+    if value.tzinfo is None:
+        raise InvalidInput(f"{column} {text!r} needs a UTC offset, e.g. 2026-03-02T09:30:00+00:00")
+    return value.astimezone(UTC)
 
 
 def neutralize(cell: object) -> str:
-    """Text for a CSV cell that a spreadsheet will not run as a formula."""
+    """Text for a CSV cell that a spreadsheet will not run as a formula.
+
+    A leading quote is added to a cell starting with = + - @ tab or CR, and to one
+    that already starts with quotes before such a character, so `unprotect` can
+    always take exactly one quote off again.
+    """
     text = "" if cell is None else str(cell)
-    if text and text[0] in "=+-@\t\r":
+    if _FORMULA.match(text):
         return "'" + text
+    return text
+
+
+def unprotect(text: str) -> str:
+    """Undo `neutralize`: drop the one quote it put before a formula-looking cell."""
+    if text.startswith("'") and _FORMULA.match(text, 1):
+        return text[1:]
     return text
 
 

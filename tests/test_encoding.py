@@ -1,12 +1,14 @@
-"""Quoted-printable parts built from pieces encoded once decode to exactly the personalised text."""
+"""Encodings decode to exactly what was encoded: QP body pieces, RFC 2047 header words."""
 
 from __future__ import annotations
 
 import binascii
+from email.header import decode_header, make_header
 
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
+from mailer import rfc2047
 from mailer.course import load_course
 from mailer.message import EncodedSlots
 from mailer.render import Recipient, Renderer
@@ -35,3 +37,19 @@ def test_encoded_parts_decode_to_the_personalised_text_in_lines_of_76(key, first
         lines = encoded.split(b"\r\n")
         assert all(b"\n" not in line and len(line) <= 76 for line in lines)
         assert binascii.a2b_qp(encoded).decode("utf-8") == expected.rstrip("\r\n")
+
+
+@given(
+    text=st.text(alphabet=st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=400),
+    used=st.integers(min_value=2, max_value=40),
+)
+@example(text="=?utf-8?b?QWRh?=", used=9)
+@example(text="é" * 400, used=9)
+@example(text="\U0001f469\u200d\U0001f469" * 50, used=30)
+def test_encoded_words_are_at_most_75_characters_and_decode_to_the_text(text, used):
+    """Any text folds into encoded-words of at most 75 and lines of 78, decoding to the text."""
+    folded = rfc2047.fold(text, used)
+    lines = folded.split("\r\n ")
+    assert used + len(lines[0]) <= 78 and all(len(line) <= 77 for line in lines[1:])
+    assert all(len(word) <= 75 and word.isascii() for word in lines)
+    assert str(make_header(decode_header(folded))) == text

@@ -10,8 +10,10 @@ import re
 import sqlite3
 import tomllib
 from datetime import UTC, datetime
+from email.header import decode_header, make_header
 from email.message import EmailMessage
 from email.parser import BytesParser
+from email.utils import parseaddr
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -22,7 +24,7 @@ from hypothesis import strategies as st
 
 from clirun import run, script
 from mailer.course import load_course
-from mailer.message import MessageBuilder, Sender, address, header
+from mailer.message import MessageBuilder, Sender, address_header, header
 from mailer.render import Renderer
 from mailer.tokens import Tokens
 from mailserver import LESSON_HEADERS, MailServer, Received
@@ -362,6 +364,29 @@ def cleaned(value: str) -> str:
     return " ".join(CONTROL.sub(" ", value).split())
 
 
+def field(raw: bytes, name: str) -> str:
+    """The raw (still folded) value of header `name` in a message's bytes."""
+    head = raw.split(b"\r\n\r\n", 1)[0].decode("utf-8")
+    folded = r"[^\r\n]*(?:\r\n[ \t][^\r\n]*)*"
+    found = re.search(rf"^{name}: ?({folded})", head, re.MULTILINE | re.IGNORECASE)
+    assert found is not None, name
+    return found.group(1)
+
+
+def shown(value: str) -> tuple[str, str]:
+    """(display name, address) of a raw address field, as a reader following RFC 2047 shows it.
+
+    The white space between two adjacent encoded-words is not text (RFC 2047 §6.2).
+    Python's policy.default parser keeps it as a space in a display name (CPython
+    gh-128110), so the name is decoded with email.header, which follows the RFC.
+    """
+    phrase, addr = parseaddr(re.sub(r"\r\n([ \t])", r"\1", value))
+    return str(make_header(decode_header(phrase))), addr
+
+
+ENCODED_WORD = re.compile(r"=\?[^?\s]*\?[bBqQ]\?[^?\s]*\?=")
+
+
 def assert_clean_headers(raw: bytes, expected: set[str]) -> EmailMessage:
     message = BytesParser(policy=email.policy.default).parsebytes(raw)
     assert {k.lower() for k in message} == expected
@@ -391,25 +416,133 @@ def test_builder_never_lets_a_name_or_subject_add_a_header(name, subject):
     )
     parsed = assert_clean_headers(message.data, HEADERS)
     assert " ".join(str(parsed["Subject"]).split()) == cleaned(subject)
-    to = parsed["To"].addresses
-    assert [(" ".join(a.display_name.split()), a.addr_spec) for a in to] == [(cleaned(name), ADA)]
+    assert [a.addr_spec for a in parsed["To"].addresses] == [ADA]
+    display, addr = shown(field(message.data, "To"))
+    assert (" ".join(display.split()), addr) == (cleaned(name), ADA)
     assert str(parsed["X-Rekindle-Key"]) == "lesson-1"
 
 
 @settings(max_examples=300, deadline=None)
 @given(name=st.text(max_size=100), value=st.text(max_size=300))
 def test_header_and_address_never_break_the_line(name, value):
-    """header() and address() give one field each, whatever text they are handed."""
-    raw = header("Subject", value) + header("To", address(name, ADA)) + b"\r\nbody\r\n"
+    """header() and address_header() give one field each, whatever text they are handed."""
+    raw = header("Subject", value) + address_header("To", name, ADA) + b"\r\nbody\r\n"
     parsed = assert_clean_headers(raw, {"subject", "to"})
     assert " ".join(str(parsed["Subject"]).split()) == cleaned(value)
     assert [a.addr_spec for a in parsed["To"].addresses] == [ADA]
 
 
+# Letters outside ASCII (accents, scripts, emoji), joiners, and plain ASCII between them.
+NAME_TEXT = st.characters(
+    blacklist_categories=("Cc", "Cf", "Cs", "Zl", "Zp"), whitelist_characters="\u200c\u200d"
+)
+long_names = (
+    st.text(alphabet=NAME_TEXT, min_size=30, max_size=100)
+    .map(str.strip)
+    .filter(lambda t: len(t) >= 20 and not t.isascii())
+)
+
+
+def assert_short_encoded_words(raw: bytes, *names: str) -> None:
+    """In fields `names`: encoded-words of at most 75 characters (RFC 2047 §2), lines of 78."""
+    for name in names:
+        lines = f"{name}: {field(raw, name)}".split("\r\n")
+        words = ENCODED_WORD.findall("\r\n".join(lines))
+        assert words and all(len(w) <= 75 for w in words), [len(w) for w in words]
+        assert all(len(line) <= 78 for line in lines), lines
+
+
+@settings(max_examples=200, deadline=None)
+@given(name=long_names, subject=long_names)
+@example(name="Zoë Ünal-Çelik " * 5 + "Øster", subject="Wöche 1: " + "Schön " * 20)
+@example(name=" ".join(["\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645"] * 8), subject="李" * 90)
+@example(name="\U0001f469\u200d\U0001f469\u200d\U0001f467" * 12, subject="🙂" * 60)
+def test_long_non_ascii_names_and_subjects_become_encoded_words_of_at_most_75(name, subject):
+    """Long non-ASCII names and subjects: words of at most 75, lines of 78, decoding is exact."""
+    builder = MessageBuilder(SENDER, "lesson-1", subject, lesson_content())
+    message = builder.build(
+        email=ADA,
+        name=name,
+        first_name="friend",
+        message_id="<lesson-1.0123456789abcdef@example.org>",
+        unsubscribe_url=f"{BASE_URL}/unsubscribe/1.abc",
+        date=datetime(2026, 3, 2, 10, tzinfo=UTC),
+    )
+    assert_short_encoded_words(message.data, "To", "Subject")
+    parsed = assert_clean_headers(message.data, HEADERS)
+    assert str(parsed["Subject"]) == subject
+    assert shown(field(message.data, "To")) == (name, ADA)
+
+
+LITERAL_WORDS = [
+    "=?utf-8?b?SGFja2Vy?=",
+    "=?iso-8859-1?q?Ad=E9le?=",
+    "Ann =?utf-8?q?Eve?= Lee",
+    "=?UTF-8?B?" + "QWRh" * 30 + "?=",
+]
+
+
+@pytest.mark.parametrize("name", LITERAL_WORDS)
+def test_a_name_that_looks_like_an_encoded_word_is_shown_literally(name):
+    """A name spelled like an RFC 2047 encoded-word is encoded, so readers show it as typed."""
+    builder = MessageBuilder(SENDER, "lesson-1", name, lesson_content())
+    message = builder.build(
+        email=ADA,
+        name=name,
+        first_name="friend",
+        message_id="<lesson-1.0123456789abcdef@example.org>",
+        unsubscribe_url=f"{BASE_URL}/unsubscribe/1.abc",
+        date=datetime(2026, 3, 2, 10, tzinfo=UTC),
+    )
+    parsed = assert_clean_headers(message.data, HEADERS)
+    assert str(parsed["Subject"]) == name
+    assert shown(field(message.data, "To")) == (name, ADA)
+    if len(name) < 40:  # one encoded-word: Python's parser reads it right too (gh-128110)
+        assert [(a.display_name, a.addr_spec) for a in parsed["To"].addresses] == [(name, ADA)]
+
+
+def test_names_that_look_like_encoded_words_or_run_long_arrive_as_stored(env, smtp_server):
+    """Through `send` and SMTP: literal '=?...?=' names display as typed; long ones split."""
+    env["REKINDLE_SMTP_URL"] = smtp_server.url
+    long_name = ("Zoë Ünal-Çelik " * 5).strip()
+    people = {f"p{i}@example.org": n for i, n in enumerate([*LITERAL_WORDS[:3], long_name])}
+    for address_, name in people.items():
+        add(env, address_, "--name", name)
+    assert send(env)["sent"] == len(people)
+    for address_, name in people.items():
+        received = only(smtp_server, address_)
+        assert shown(field(received.data, "To")) == (name, address_)
+        to = received.message["To"].addresses
+        if name != long_name:
+            assert [(a.display_name, a.addr_spec) for a in to] == [(name, address_)]
+    assert_short_encoded_words(only(smtp_server, "p3@example.org").data, "To")
+
+
+def test_a_configured_from_written_as_encoded_words_keeps_its_meaning():
+    """A `from` setting already in RFC 2047 form is shown decoded, not as literal '=?...?='."""
+    sender = Sender(
+        from_header="=?utf-8?q?Caf=C3=A9_Rekindle?= <hello@example.org>",
+        address="hello@example.org",
+        domain="example.org",
+        list_id="Rekindle <rekindle.example.org>",
+    )
+    message = MessageBuilder(sender, "lesson-1", "Week 1", lesson_content()).build(
+        email=ADA,
+        name=None,
+        first_name="friend",
+        message_id="<lesson-1.0123456789abcdef@example.org>",
+        unsubscribe_url=f"{BASE_URL}/unsubscribe/1.abc",
+        date=datetime(2026, 3, 2, 10, tzinfo=UTC),
+    )
+    parsed = assert_clean_headers(message.data, HEADERS)
+    sender_shown = [(a.display_name, a.addr_spec) for a in parsed["From"].addresses]
+    assert sender_shown == [("Café Rekindle", "hello@example.org")]
+
+
 def test_long_display_name_is_folded_without_changing_it():
     """A long name with " <" in it reaches the To header exactly (folding must not add spaces)."""
     name = "Ann <3 Bob, with a name long enough to need folding"
-    raw = header("To", address(name, ADA)) + b"\r\nbody\r\n"
+    raw = address_header("To", name, ADA) + b"\r\nbody\r\n"
     parsed = assert_clean_headers(raw, {"to"})
     assert [(a.display_name, a.addr_spec) for a in parsed["To"].addresses] == [(name, ADA)]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import sys
 from pathlib import Path
 from typing import IO
@@ -12,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from mailer import dispatch, enrolment, reports, signup
 from mailer.cli.output import print_json, table
-from mailer.errors import Conflict, NotFound
+from mailer.errors import Conflict, InvalidInput, NotFound
 from mailer.runtime import Runtime
 from subscribers import csvfile
 from subscribers.models import Status
@@ -116,36 +117,52 @@ def _add_pending(rt: Runtime, session: Session, email: str, name: str | None, tz
 
 
 @group.command("import")
-@click.argument("file", type=click.File("r", encoding="utf-8-sig"))
+@click.argument("file", type=click.File("rb"))
 @click.option("--dry-run", is_flag=True, help="Check the file and report, but store nothing.")
 @pass_runtime
-def import_(rt: Runtime, file: IO[str], dry_run: bool) -> None:
+def import_(rt: Runtime, file: IO[bytes], dry_run: bool) -> None:
     """Import subscribers from a CSV file with the header email,name,timezone.
 
-    Valid rows are stored as active; every rejected row is reported with its line
-    number and reason, and the command then exits with status 1. Addresses already
-    subscribed are skipped.
+    Rows without a status are stored as active; every rejected row is reported
+    with its line number and reason, and the command then exits with status 1.
+    Addresses already subscribed are skipped and keep their state.
+
+    A file written by `subscribers export` restores each person as they were:
+    their status (nobody unsubscribed, bounced or unconfirmed becomes active;
+    pending people get no confirmation email), their consent record
+    (created_at, confirmed_at, source) and their next lesson. The file may be
+    UTF-8 (with or without a byte-order mark) or UTF-16 with a byte-order mark.
 
     Example:
 
     \b
         rekindle-mail subscribers import people.csv --dry-run
+        rekindle-mail subscribers import backup.csv
     """
+    name = getattr(file, "name", "-")
+    try:
+        text = csvfile.decode(file.read())
+    except InvalidInput as exc:
+        raise InvalidInput(f"{name}: {exc}") from None
+    now = rt.now()
+    rows = csvfile.read_rows(io.StringIO(text, newline=""), now=now, lessons=rt.course.total)
     with rt.session() as session:
         report = enrolment.import_subscribers(
             session,
-            csvfile.read_rows(file),
+            rows,
             default_timezone=rt.settings.timezone,
-            now=rt.now(),
+            now=now,
             window=rt.settings.send_window,
             dry_run=dry_run,
         )
-    name = getattr(file, "name", "-")
     for bad in report.rejected:
         click.echo(f"{name}: line {bad.line}: {bad.reason}", err=True)
     verb = "would import" if dry_run else "imported"
+    kinds = ""
+    if set(report.statuses) - {Status.ACTIVE}:
+        kinds = " (" + ", ".join(f"{n} {s}" for s, n in sorted(report.statuses.items())) + ")"
     click.echo(
-        f"{verb} {report.imported}, skipped {len(report.existing)} already subscribed, "
+        f"{verb} {report.imported}{kinds}, skipped {len(report.existing)} already subscribed, "
         f"rejected {len(report.rejected)}"
     )
     if report.rejected:
