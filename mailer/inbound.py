@@ -30,7 +30,7 @@ from mailer.provenance import Proof
 from mailer.signup import MessageIds
 from subscribers.errors import InvalidInput
 from subscribers.models import Status, Subscriber
-from subscribers.validation import normalize_email
+from subscribers.validation import clean_name, normalize_email
 
 if TYPE_CHECKING:
     from mailer.compose import Composer
@@ -301,7 +301,7 @@ def apply(
             result = signup.request_subscription(
                 session,
                 request.addresses[0],
-                name=request.name,
+                name=_usable_name(request.name),
                 timezone=timezone,
                 now=now,
                 source="email",
@@ -325,6 +325,15 @@ def apply(
     if request.action == Action.BOUNCE:
         return _bounce_proved(session, request, proofs or {}, now)
     return Outcome(request)
+
+
+def _usable_name(name: str | None) -> str | None:
+    """A From display name we may store, else None: a mail client's odd display name
+    (control or formatting characters) must not cost the person their sign-up."""
+    try:
+        return clean_name(name)
+    except InvalidInput:
+        return None
 
 
 def _bounce_proved(

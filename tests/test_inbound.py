@@ -7,6 +7,7 @@ an out-of-office reply, and subscribe/unsubscribe commands in their usual forms.
 
 from __future__ import annotations
 
+import base64
 import random
 import re
 from collections.abc import Callable, Iterator
@@ -31,6 +32,10 @@ DAN = "dan.reader@example.com"  # the sender of the command and chat messages
 NORA = "nora.quinn@example.net"  # the sender of subscribe.eml
 OWN = "hello@example.org"  # REKINDLE_FROM; the operator is on the course too
 BYSTANDER = "zoe@example.org"
+
+
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
 
 
 def eml(name: str) -> bytes:
@@ -105,6 +110,25 @@ def test_subscribe_by_email_stores_the_sender_pending_and_sends_one_confirmation
     assert str(confirm["To"]) == NORA  # no unconfirmed name in a confirmation
     text = confirm.get_body(preferencelist=("plain",)).get_content()
     assert "https://rekindle.example.org/confirm/" in text and "Hi there," in text
+
+
+@pytest.mark.parametrize(
+    "display", ["Nora\u202eniuQ", "Nora\u0085Quinn", "Nora\u200bQuinn", "Nora\u2028Quinn"]
+)
+def test_subscribe_from_a_sender_with_a_hostile_display_name_signs_up_without_the_name(
+    mail_env, smtp_server, display
+):
+    """A From name with control or formatting characters: pending, no name stored, confirmed
+    by a confirmation that greets "Hi there" and never carries that text."""
+    raw = eml("subscribe.eml").replace(
+        b"From: Nora Quinn <", f"From: =?utf-8?b?{b64(display)}?= <".encode()
+    )
+    done = piped(mail_env, raw)
+    assert done.returncode == 0, done.stderr
+    row = listed(mail_env)[NORA]
+    assert (row["status"], row["name"]) == ("pending", None)
+    (confirm,) = smtp_server.to(NORA)
+    assert "Nora" not in confirm.data.decode("utf-8", "replace")
 
 
 def test_a_second_subscribe_within_a_day_sends_no_second_confirmation(mail_env, smtp_server):
