@@ -12,7 +12,7 @@ from flask import Flask, Response, render_template, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from mailer import signup
-from mailer.courier import Courier
+from mailer.courier import Courier, SignUp
 from mailer.course import default_course_dir
 from mailer.runtime import Runtime
 from mailer.tokens import Tokens
@@ -30,7 +30,6 @@ NAME_PROBLEM = (
     f"Please give just your first name, up to {MAX_NAME} characters, "
     "without line breaks or special characters."
 )
-FORM_PROBLEM = "Please check what you typed and try again."
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
         "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; "
@@ -82,6 +81,13 @@ def form_problem(form: dict[str, str]) -> tuple[str | None, dict[str, str]]:
     except InvalidInput:
         problems.append(NAME_PROBLEM)
     return (problems[0] if problems else None), shown
+
+
+def courier_of(app: Flask) -> Courier:
+    """The background worker of an app made by create_app."""
+    courier = app.extensions["rekindle.courier"]
+    assert isinstance(courier, Courier)
+    return courier
 
 
 def create_app(runtime: Runtime) -> Flask:
@@ -163,21 +169,8 @@ def create_app(runtime: Runtime) -> Flask:
             return form_page(shown, 400, problem)
         if not limiter.allow(request.remote_addr or "-"):
             return render("limited.html", 429)
-        try:
-            with runtime.session() as session:
-                result = signup.request_subscription(
-                    session,
-                    form["email"],
-                    name=form["name"] or None,
-                    timezone=zone,
-                    now=runtime.now(),
-                    source="web",
-                    message_id=composer.message_id,
-                )
-        except InvalidInput:  # a rule the checks above do not know yet
-            return form_page(shown, 400, FORM_PROBLEM)
-        # The same answer, as fast, for a new and a known address: the mail goes later.
-        courier.submit(result.confirmation)
+        # Stored and mailed after the answer: the same page, as fast, known address or not.
+        courier.sign_up(SignUp(form["email"], form["name"] or None, zone, runtime.now()))
         return render("check_inbox.html")
 
     @app.get("/confirm/<token>")

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import socket
+import sqlite3
+import subprocess
 import threading
 
 import pytest
@@ -67,8 +70,8 @@ def test_behind_one_proxy_each_forwarded_client_has_its_own_five_sign_ups(
         # What A writes in front of the entry the proxy appends does not make A someone else.
         forged = f"203.0.113.99, {CLIENT_A}"
         assert sign_ups(web, "a-forged", 1, X_Forwarded_For=forged) == [429]
-    rows = listed(settings)
-    assert sorted(rows) == sorted([f"a{i}@example.org" for i in range(5)] + ["b0@example.org"])
+        stored = sorted([f"a{i}@example.org" for i in range(5)] + ["b0@example.org"])
+        poll(lambda: sorted(listed(settings)) == stored, "the six sign-ups to be stored")
 
 
 def test_behind_two_proxies_the_client_is_the_second_entry_from_the_end(env, smtp_server, tmp_path):
@@ -100,7 +103,8 @@ def test_without_proxy_hops_a_forged_x_forwarded_for_does_not_escape_the_limit(
             ).status
             for i in range(6)
         ]
-    assert codes == [200] * 5 + [429]
+        assert codes == [200] * 5 + [429]
+        poll(lambda: len(listed(settings)) == 5, "the five sign-ups to be stored")
     assert "p5@example.org" not in listed(settings)
 
 
@@ -128,7 +132,9 @@ def test_the_addressed_origin_is_the_one_after_proxy_handling(
             X_Forwarded_For=CLIENT_A,
             Origin=origin,
         )
-    assert answer.status == code, answer.body[:300]
+        assert answer.status == code, answer.body[:300]
+        if code == 200:
+            poll(lambda: ADA in listed(settings), "the sign-up to be stored")
     assert (ADA in listed(settings)) == (code == 200)
 
 
@@ -159,6 +165,7 @@ def test_sign_up_and_confirm_answer_before_the_relay_takes_the_mail_and_it_follo
         assert new.body == known.body
         # Both answers came back while the relay had taken nothing.
         assert held_relay.count() == 0
+        poll(lambda: ADA in listed(settings), "the sign-up to be stored")
         assert listed(settings)[ADA]["status"] == "pending"
         held_relay.open.set()
         poll(lambda: held_relay.to(ADA), "the confirmation")
@@ -195,6 +202,30 @@ def test_with_the_relay_down_the_answer_is_the_same_and_send_delivers_the_confir
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["sent"] == 1
     assert smtp_server.keys(ADA) == ["confirm"]
+
+
+def test_sigterm_right_after_an_answer_still_stores_the_sign_up(env, smtp_server, tmp_path):
+    """A sign-up answered just before SIGTERM is stored before serve exits (0), not lost."""
+    settings = configured(env, smtp_server.url)
+    database = settings["REKINDLE_DATABASE_URL"].removeprefix("sqlite:///")
+    log = tmp_path / "serve.log"
+    with serving(settings, log) as web:
+        writer = sqlite3.connect(database, isolation_level=None)
+        try:
+            writer.execute("BEGIN IMMEDIATE")  # no one else may write until we let go
+            answer = web.post("/subscribe", form(ADA))
+            assert answer.status == 200 and "Check your inbox" in answer.body
+            web.process.send_signal(signal.SIGTERM)
+        finally:
+            writer.execute("ROLLBACK")
+            writer.close()
+        try:
+            code = web.process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"serve did not exit on SIGTERM:\n{log.read_text()}")
+    assert code == 0, log.read_text()
+    assert listed(settings)[ADA]["status"] == "pending"
+    assert "Traceback" not in log.read_text()
 
 
 # --- size ---------------------------------------------------------------------------------
@@ -255,6 +286,7 @@ def test_bodies_over_16_kb_get_413_before_they_are_read(env, smtp_server, tmp_pa
         framed = [f"{len(small):x}\r\n".encode() + small + b"\r\n", b"0\r\n\r\n"]
         fine = raw_exchange(web.port, head(web.port, Transfer_Encoding="chunked"), framed)
         assert fine.startswith(b"HTTP/1.1 200"), fine[:200]
+        poll(lambda: ADA in listed(settings), "the sign-up to be stored")
     rows = listed(settings)
     assert list(rows) == [ADA] and rows[ADA]["name"] == "Ada"
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+
 import click
 
 from mailer.cli.output import log_to_stderr
@@ -33,7 +35,7 @@ def serve(rt: Runtime, host: str, port: int, threads: int) -> None:
     """
     from waitress import serve as run_wsgi
 
-    from mailer.web import create_app
+    from mailer.web import courier_of, create_app
     from mailer.webguard import server_options
 
     log_to_stderr("%(asctime)s %(name)s %(message)s", "waitress")
@@ -45,6 +47,7 @@ def serve(rt: Runtime, host: str, port: int, threads: int) -> None:
         f"(public URL {rt.settings.base_url}{behind})",
         err=True,
     )
+    signal.signal(signal.SIGTERM, _stop)  # waitress ends its loop on SystemExit
     try:
         run_wsgi(
             app,
@@ -58,3 +61,9 @@ def serve(rt: Runtime, host: str, port: int, threads: int) -> None:
         raise click.ClickException(
             f"cannot listen on {host}:{port}: {exc.strerror or exc}"
         ) from None
+    finally:
+        courier_of(app).shutdown()  # no sign-up that was answered is lost
+
+
+def _stop(signum: int, frame: object) -> None:
+    raise SystemExit(0)
