@@ -22,7 +22,7 @@ from flask.testing import FlaskClient
 
 from clirun import listed, run, script
 from mailer.runtime import Runtime
-from mailer.web import create_app
+from mailer.web import courier_of, create_app
 from mailserver import MailServer
 
 ADA = "ada@example.org"
@@ -688,7 +688,7 @@ def web_client(env: dict[str, str]) -> Iterator[FlaskClient]:
     try:
         yield app.test_client()
     finally:
-        app.extensions["rekindle.courier"].close()  # the welcome has been tried
+        courier_of(app).close()  # the welcome has been tried
         runtime.close()
 
 

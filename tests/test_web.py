@@ -2,10 +2,13 @@
 
 Most tests drive the Flask app (mailer.web.create_app) through its test client on
 a real SQLite file (some also on PostgreSQL) with a real aiosmtpd server; one test
-runs the whole journey against `rekindle-mail serve` on loopback with a stdlib HTTP
-client. Time is REKINDLE_NOW in the dict the app's Runtime reads on every request.
-A race is shown deterministically by holding a request thread after one SQL
-statement (observed through a SQLAlchemy event, nothing replaced) while `send` runs.
+runs the whole journey against `rekindle-mail serve` on loopback (tests/webserve.py;
+the proxy, size and relay tests against `serve` are in test_web_trust.py). Sign-ups
+are stored and mailed by the app's background worker: the helpers that post wait
+until it is idle (Courier.wait_idle), so nothing sleeps. Time is REKINDLE_NOW in the
+dict the app's Runtime reads on every request. A race is shown deterministically by
+holding the worker thread after one SQL statement (observed through a SQLAlchemy
+event, nothing replaced) while `send` runs.
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ import socket
 import sqlite3
 import subprocess
 import threading
+from collections.abc import Iterator
 
 import pytest
 
@@ -141,14 +142,22 @@ def test_the_addressed_origin_is_the_one_after_proxy_handling(
 # --- the answer never waits for the relay ------------------------------------------------
 
 
+class HeldRelay(SlowServer):
+    """A SlowServer whose relay holds every message in DATA until `open` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.open = threading.Event()
+        self.handler.gate = self.open.is_set
+
+
 @pytest.fixture
-def held_relay() -> SlowServer:
-    """An SMTP relay that holds every message in DATA until the test sets `held_relay.open`."""
-    relay = SlowServer().start()
-    relay.open = threading.Event()  # type: ignore[attr-defined]
-    relay.handler.gate = relay.open.is_set  # type: ignore[attr-defined]
-    yield relay  # type: ignore[misc]
-    relay.open.set()  # type: ignore[attr-defined]
+def held_relay() -> Iterator[HeldRelay]:
+    """A running HeldRelay, let go and stopped afterwards."""
+    relay = HeldRelay()
+    relay.start()
+    yield relay
+    relay.open.set()
     relay.stop()
 
 
