@@ -91,7 +91,7 @@ def server_options(settings: Settings) -> dict[str, object]:
         "max_request_body_size": MAX_BODY + 1,  # waitress refuses a body of this size or more
         "connection_limit": settings.web_connection_limit,
         "channel_timeout": settings.web_channel_timeout,
-        # waitress looks for idle connections every cleanup_interval (30 s) seconds.
+        # waitress looks for idle connections every cleanup_interval (default 30) seconds.
         "cleanup_interval": min(30, settings.web_channel_timeout),
         "clear_untrusted_proxy_headers": True,
     }
