@@ -47,6 +47,8 @@ KEYS = (
     "help_url",
     "course_dir",
     "proxy_hops",
+    "web_connection_limit",
+    "web_channel_timeout",
     "imap_password",
     "smtp_password_file",
     "secret_key_file",
@@ -90,6 +92,8 @@ class Settings:
     help_url: str | None = None
     course_dir: Path | None = None
     proxy_hops: int = 0
+    web_connection_limit: int = 100  # connections `serve` holds open at once (waitress)
+    web_channel_timeout: int = 120  # seconds `serve` keeps an idle connection (waitress)
     imap_password: str | None = field(default=None, repr=False)
     bounce_address: str | None = None  # envelope sender base (VERP); default: `from`
     imap_quarantine: str | None = None  # IMAP folder for messages inbound cannot handle
@@ -274,6 +278,12 @@ def _validate(raw: Mapping[str, object], path: Path | None) -> Settings:
     claim_lease = _number(raw, "claim_lease", float, 900, "seconds", low=1)
     smtp_connections = _number(raw, "smtp_connections", int, 1, "connections", low=1, high=32)
     proxy_hops = _number(raw, "proxy_hops", int, 0, "proxies", low=0)
+    web_connection_limit = _number(
+        raw, "web_connection_limit", int, 100, "connections", low=10, high=10_000
+    )
+    web_channel_timeout = _number(
+        raw, "web_channel_timeout", int, 120, "seconds", low=1, high=86_400
+    )
     ca = _text(raw, "tls_ca_file")
     course_dir = _text(raw, "course_dir")
     unsubscribe = _address(raw, "unsubscribe_address")
@@ -300,6 +310,8 @@ def _validate(raw: Mapping[str, object], path: Path | None) -> Settings:
         help_url=_text(raw, "help_url"),
         course_dir=Path(course_dir).expanduser() if course_dir else None,
         proxy_hops=proxy_hops,
+        web_connection_limit=web_connection_limit,
+        web_channel_timeout=web_channel_timeout,
         imap_password=_text(raw, "imap_password"),
         bounce_address=parseaddr(bounce)[1] if bounce else None,
         imap_quarantine=_text(raw, "imap_quarantine"),

@@ -114,6 +114,7 @@ class Confirmation(enum.StrEnum):
     CONFIRMED = "confirmed"  # pending -> active, just now
     ALREADY = "already"  # the link was used before; nothing changed
     INVALID = "invalid"  # forged, expired, or for someone no longer pending
+    PENDING = "pending"  # a genuine link not used yet (only check_confirmation says this)
 
 
 @dataclass(frozen=True)
@@ -141,17 +142,10 @@ def confirm_subscription(
     subscriber coming back continues where they left off, never sooner than a
     week after their last lesson. A welcome email is queued the first time.
     """
-    found = tokens.read_confirm(token)
-    if found is None:
-        return ConfirmResult(Confirmation.INVALID)
-    sub = session.get(Subscriber, found[0])
-    if sub is None or tokens.email_digest(sub.email) != found[1]:
-        return ConfirmResult(Confirmation.INVALID)
+    sub, verdict = _confirm_target(session, tokens, token)
+    if sub is None or verdict is not None:
+        return verdict or ConfirmResult(Confirmation.INVALID)
     zone = ZoneInfo(sub.timezone)
-    if sub.status != Status.PENDING:
-        if sub.status in (Status.ACTIVE, Status.PAUSED, Status.COMPLETED) and sub.confirmed_at:
-            return ConfirmResult(Confirmation.ALREADY, None, sub.next_due_at, sub.timezone)
-        return ConfirmResult(Confirmation.INVALID)
     sub.status = Status.ACTIVE
     sub.status_changed_at = now
     sub.confirmed_at = now
@@ -165,6 +159,33 @@ def confirm_subscription(
     welcome = ledger.enqueue(session, sub.id, "welcome", message_id(sub.id, "welcome"), now, now)
     session.commit()
     return ConfirmResult(Confirmation.CONFIRMED, welcome, sub.next_due_at, sub.timezone)
+
+
+def check_confirmation(session: Session, tokens: Tokens, token: str) -> ConfirmResult:
+    """What `confirm_subscription` would do with `token`, changing nothing (PENDING: confirm it)."""
+    sub, verdict = _confirm_target(session, tokens, token)
+    session.rollback()
+    if verdict is not None:
+        return verdict
+    assert sub is not None
+    return ConfirmResult(Confirmation.PENDING, timezone=sub.timezone)
+
+
+def _confirm_target(
+    session: Session, tokens: Tokens, token: str
+) -> tuple[Subscriber | None, ConfirmResult | None]:
+    """The pending subscriber `token` names, or the answer when there is nobody to confirm."""
+    found = tokens.read_confirm(token)
+    if found is None:
+        return None, ConfirmResult(Confirmation.INVALID)
+    sub = session.get(Subscriber, found[0])
+    if sub is None or tokens.email_digest(sub.email) != found[1]:
+        return None, ConfirmResult(Confirmation.INVALID)
+    if sub.status == Status.PENDING:
+        return sub, None
+    if sub.status in (Status.ACTIVE, Status.PAUSED, Status.COMPLETED) and sub.confirmed_at:
+        return sub, ConfirmResult(Confirmation.ALREADY, None, sub.next_due_at, sub.timezone)
+    return sub, ConfirmResult(Confirmation.INVALID)
 
 
 class Unsubscribe(enum.StrEnum):

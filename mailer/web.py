@@ -3,63 +3,44 @@
 from __future__ import annotations
 
 import logging
-import threading
-import time
 import zoneinfo
-from collections import defaultdict, deque
 from functools import cache
 from pathlib import Path
 
 import jinja2
 from flask import Flask, Response, render_template, request
-from werkzeug.middleware.proxy_fix import ProxyFix
+from werkzeug.exceptions import RequestEntityTooLarge
 
-from mailer import dispatch, signup
+from mailer import signup
+from mailer.courier import Courier, SignUp
 from mailer.course import default_course_dir
-from mailer.errors import TransportUnavailable
 from mailer.runtime import Runtime
 from mailer.tokens import Tokens
+from mailer.webguard import MAX_BODY, RateLimiter, cross_site
 from subscribers.errors import InvalidInput
+from subscribers.validation import MAX_ADDRESS, MAX_NAME, clean_name, normalize_email
 
 log = logging.getLogger("rekindle.web")
 
-SIGNUPS_PER_CLIENT = 5  # form posts per client address per window
+SIGNUPS_PER_CLIENT = 5  # accepted sign-ups per client address per window
 SIGNUP_WINDOW = 600.0  # seconds
 HONEYPOT = "website"
+ADDRESS_PROBLEM = "Please check your email address: we can't send to it as it is written."
+NAME_PROBLEM = (
+    f"Please give just your first name, up to {MAX_NAME} characters, "
+    "without line breaks or special characters."
+)
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
         "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; "
         "img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
     ),
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",  # links carry tokens: never leak them onwards
+    # Links carry tokens: never leak them to other sites. (Not no-referrer: with it a
+    # browser sends `Origin: null` with our own forms, and those are refused as cross-site.)
+    "Referrer-Policy": "same-origin",
     "X-Frame-Options": "DENY",
 }
-
-
-class RateLimiter:
-    """At most `limit` events per `window` seconds for each key (a sliding window)."""
-
-    def __init__(self, limit: int, window: float) -> None:
-        self.limit = limit
-        self.window = window
-        self._events: dict[str, deque[float]] = defaultdict(deque)
-        self._lock = threading.Lock()
-
-    def allow(self, key: str) -> bool:
-        """Record an event for `key` and say whether it is within the limit."""
-        now = time.monotonic()
-        with self._lock:
-            events = self._events[key]
-            while events and events[0] <= now - self.window:
-                events.popleft()
-            if len(events) >= self.limit:
-                return False
-            events.append(now)
-            if len(self._events) > 10_000:  # forget idle clients
-                for idle in [k for k, v in self._events.items() if not v]:
-                    del self._events[idle]
-            return True
 
 
 @cache
@@ -79,22 +60,55 @@ def time_zones() -> tuple[str, ...]:
     return ("UTC", *sorted(z for z in zoneinfo.available_timezones() if z.split("/")[0] in areas))
 
 
+def form_problem(form: dict[str, str]) -> tuple[str | None, dict[str, str]]:
+    """What is wrong with a sign-up form, in words for the person, and what may be shown again.
+
+    A value is shown again only when it is short and printable: the page never
+    echoes more than a person could have typed into the field.
+    """
+    email, name = form["email"], form["name"]
+    shown = {"timezone": form["timezone"]}
+    problems = []
+    if len(email) <= MAX_ADDRESS and email.isprintable():
+        shown["email"] = email
+    try:
+        normalize_email(email)
+    except InvalidInput:
+        problems.append(ADDRESS_PROBLEM)
+    try:
+        clean_name(name)
+        shown["name"] = name
+    except InvalidInput:
+        problems.append(NAME_PROBLEM)
+    return (problems[0] if problems else None), shown
+
+
+def courier_of(app: Flask) -> Courier:
+    """The background worker of an app made by create_app."""
+    courier = app.extensions["rekindle.courier"]
+    assert isinstance(courier, Courier)
+    return courier
+
+
 def create_app(runtime: Runtime) -> Flask:
-    """The Flask app for `runtime`'s settings and database (the app factory)."""
+    """The Flask app for `runtime`'s settings and database (the app factory).
+
+    Client addresses and the URL scheme are taken from the WSGI server, which
+    `serve` configures from proxy_hops (mailer.webguard.server_options).
+    """
     settings = runtime.settings
     course = runtime.course
     app = Flask(__name__, static_folder=None)
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
     loaders = [jinja2.FileSystemLoader(Path(course.directory) / "web")]
     if course.directory != default_course_dir():
         loaders.append(jinja2.FileSystemLoader(default_course_dir() / "web"))
     app.jinja_loader = jinja2.ChoiceLoader(loaders)
-    if settings.proxy_hops:
-        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
-            app.wsgi_app, x_for=settings.proxy_hops, x_proto=settings.proxy_hops
-        )
     with runtime.session() as session:
         composer = runtime.composer(session)
     tokens: Tokens = composer.tokens
+    courier = Courier(runtime, composer)
+    app.extensions["rekindle.courier"] = courier
     limiter = RateLimiter(SIGNUPS_PER_CLIENT, SIGNUP_WINDOW)
     page = {
         "course_title": course.title,
@@ -106,15 +120,31 @@ def create_app(runtime: Runtime) -> Flask:
     def render(name: str, status: int = 200, **context: object) -> tuple[str, int]:
         return render_template(name, **page, **context), status
 
-    def send_now(delivery_id: int | None) -> None:
-        """Deliver a confirmation or welcome at once; if the relay is down, `send` retries."""
-        if delivery_id is None:
-            return
-        try:
-            with runtime.session() as session, runtime.transport() as transport:
-                dispatch.deliver_now(session, transport, composer, delivery_id, runtime.now())
-        except TransportUnavailable as exc:
-            log.warning("queued for the next send run: %s", exc)
+    def form_page(
+        form: dict[str, str], status: int = 200, error: str | None = None
+    ) -> tuple[str, int]:
+        zone = form.get("timezone") or settings.timezone
+        context = {"zones": time_zones(), "default_zone": zone, "form": form, "error": error}
+        return render("index.html", status, **context)
+
+    @app.before_request
+    def same_site_posts_only() -> tuple[str, int] | None:
+        # Every form, present and future: a browser's post from another site changes nothing.
+        headers = request.headers
+        if cross_site(
+            request.method,
+            headers.get("Origin"),
+            headers.get("Sec-Fetch-Site"),
+            request.host_url,
+            settings.base_url,
+        ):
+            log.info("refused a %s to %s from another site", request.method, request.endpoint)
+            return render("forbidden.html", 403)
+        return None
+
+    @app.errorhandler(RequestEntityTooLarge)
+    def too_large(_: RequestEntityTooLarge) -> tuple[str, int]:
+        return render("too_large.html", 413)
 
     @app.after_request
     def secure(response: Response) -> Response:
@@ -124,35 +154,37 @@ def create_app(runtime: Runtime) -> Flask:
 
     @app.get("/")
     def index() -> tuple[str, int]:
-        return render("index.html", zones=time_zones(), default_zone=settings.timezone, form={})
+        return form_page({})
 
     @app.post("/subscribe")
     def subscribe() -> tuple[str, int]:
         form = {k: request.form.get(k, "").strip() for k in ("email", "name", "timezone")}
         if request.form.get(HONEYPOT):
             return render("check_inbox.html")  # a bot: answer as usual, do nothing
+        if form["timezone"] not in time_zones():
+            form["timezone"] = ""
+        zone = form["timezone"] or settings.timezone
+        problem, shown = form_problem(form)
+        if problem:  # refused before the rate limit: only real sign-ups count against a client
+            return form_page(shown, 400, problem)
         if not limiter.allow(request.remote_addr or "-"):
             return render("limited.html", 429)
-        zone = form["timezone"] if form["timezone"] in time_zones() else settings.timezone
-        try:
-            with runtime.session() as session:
-                result = signup.request_subscription(
-                    session,
-                    form["email"],
-                    name=form["name"] or None,
-                    timezone=zone,
-                    now=runtime.now(),
-                    source="web",
-                    message_id=composer.message_id,
-                )
-        except InvalidInput as exc:
-            error = str(exc).split(":")[0] if "address" in str(exc) else str(exc)
-            context = {"zones": time_zones(), "default_zone": zone, "form": form, "error": error}
-            return render("index.html", 400, **context)
-        send_now(result.confirmation)
+        # Stored and mailed after the answer: the same page, as fast, known address or not.
+        courier.sign_up(SignUp(form["email"], form["name"] or None, zone, runtime.now()))
         return render("check_inbox.html")
 
     @app.get("/confirm/<token>")
+    def confirm_page(token: str) -> tuple[str, int]:
+        # Never confirms: mail scanners and link prefetchers follow GET links.
+        with runtime.session() as session:
+            result = signup.check_confirmation(session, tokens, token)
+        if result.outcome == signup.Confirmation.INVALID:
+            return render("invalid.html", 400, what="confirmation")
+        if result.outcome == signup.Confirmation.ALREADY:
+            return confirmed(result)
+        return render("confirm.html", token=token)
+
+    @app.post("/confirm/<token>")
     def confirm(token: str) -> tuple[str, int]:
         with runtime.session() as session:
             result = signup.confirm_subscription(
@@ -165,10 +197,14 @@ def create_app(runtime: Runtime) -> Flask:
             )
         if result.outcome == signup.Confirmation.INVALID:
             return render("invalid.html", 400, what="confirmation")
-        send_now(result.welcome)
+        courier.submit(result.welcome)
+        return confirmed(result)
+
+    def confirmed(result: signup.ConfirmResult) -> tuple[str, int]:
         first = result.first_lesson_due
         when = first.astimezone(zoneinfo.ZoneInfo(result.timezone or "UTC")) if first else None
-        return render("confirmed.html", already=result.outcome == "already", first_lesson=when)
+        already = result.outcome == signup.Confirmation.ALREADY
+        return render("confirmed.html", already=already, first_lesson=when)
 
     @app.get("/unsubscribe/<token>")
     def unsubscribe_page(token: str) -> tuple[str, int]:

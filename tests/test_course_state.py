@@ -22,7 +22,7 @@ from flask.testing import FlaskClient
 
 from clirun import listed, run, script
 from mailer.runtime import Runtime
-from mailer.web import create_app
+from mailer.web import courier_of, create_app
 from mailserver import MailServer
 
 ADA = "ada@example.org"
@@ -684,9 +684,11 @@ def test_dry_run_with_retry_failed_changes_nothing(db_env, smtp_server):
 def web_client(env: dict[str, str]) -> Iterator[FlaskClient]:
     """The real web face on `env` (its clock is env['REKINDLE_NOW'] at each request)."""
     runtime = Runtime(config_path=None, env=env)
+    app = create_app(runtime)
     try:
-        yield create_app(runtime).test_client()
+        yield app.test_client()
     finally:
+        courier_of(app).close()  # the welcome has been tried
         runtime.close()
 
 
@@ -718,7 +720,7 @@ def test_retry_failed_requeues_a_failed_broadcast_and_welcome_and_each_arrives_o
     web = {**db_env, "REKINDLE_NOW": iso(day(1, 10))}
     smtp_server.script.data.append("554 5.7.1 Spam detected")
     with web_client(web) as client:
-        assert client.get(confirm_path(smtp_server, BO)).status_code == 200
+        assert client.post(confirm_path(smtp_server, BO)).status_code == 200
     assert smtp_server.keys(BO) == ["confirm"]
     failed = {(r["email"], r["key"]) for r in deliveries_list(db_env, "--failed")}
     assert failed == {(ADA, key), (BO, "welcome")}

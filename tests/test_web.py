@@ -2,10 +2,13 @@
 
 Most tests drive the Flask app (mailer.web.create_app) through its test client on
 a real SQLite file (some also on PostgreSQL) with a real aiosmtpd server; one test
-runs the whole journey against `rekindle-mail serve` on loopback with a stdlib HTTP
-client. Time is REKINDLE_NOW in the dict the app's Runtime reads on every request.
-A race is shown deterministically by holding a request thread after one SQL
-statement (observed through a SQLAlchemy event, nothing replaced) while `send` runs.
+runs the whole journey against `rekindle-mail serve` on loopback (tests/webserve.py;
+the proxy, size and relay tests against `serve` are in test_web_trust.py). Sign-ups
+are stored and mailed by the app's background worker: the helpers that post wait
+until it is idle (Courier.wait_idle), so nothing sleeps. Time is REKINDLE_NOW in the
+dict the app's Runtime reads on every request. A race is shown deterministically by
+holding the worker thread after one SQL statement (observed through a SQLAlchemy
+event, nothing replaced) while `send` runs.
 """
 
 from __future__ import annotations
@@ -17,16 +20,13 @@ import socket
 import subprocess
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.message import EmailMessage
 from html.parser import HTMLParser
-from pathlib import Path
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -36,11 +36,13 @@ from itsdangerous import TimestampSigner, URLSafeSerializer, URLSafeTimedSeriali
 from sqlalchemy import Engine, event
 from werkzeug.test import TestResponse
 
-from clirun import SCRIPT, add, listed, run, script
+from clirun import add, listed, run, script
+from mailer.courier import STORE_THREAD, Courier
 from mailer.runtime import Runtime
 from mailer.tokens import CONFIRM_SALT
-from mailer.web import create_app
+from mailer.web import courier_of, create_app
 from mailserver import MailServer, free_port
+from webserve import poll, serving
 
 BASE_URL = "https://rekindle.example.org"  # what the `env` fixture configures
 DEFAULT_ZONE = "Europe/Berlin"  # the configured default zone in these tests
@@ -183,13 +185,20 @@ def db_env(web_env: dict[str, str], database_url: str) -> dict[str, str]:
     return web_env
 
 
+def courier(app: Flask) -> Courier:
+    """The app's background worker (sign-ups are stored and mailed through it)."""
+    return courier_of(app)
+
+
 @contextmanager
 def app_client(env: dict[str, str]) -> Iterator[FlaskClient]:
-    """A test client for create_app(Runtime(env=env)); the database is closed afterwards."""
+    """A test client for create_app(Runtime(env=env)); sender and database closed afterwards."""
     runtime = Runtime(config_path=None, env=env)
+    app = create_app(runtime)
     try:
-        yield create_app(runtime).test_client()
+        yield app.test_client()
     finally:
+        courier(app).close()
         runtime.close()
 
 
@@ -210,10 +219,22 @@ def sign_up(
     headers: dict[str, str] | None = None,
     **extra: str,
 ) -> TestResponse:
-    """POST the sign-up form as a browser would (optionally from client address `ip`)."""
+    """POST the sign-up form as a browser would (optionally from client address `ip`).
+
+    Returns once the background sender has tried the confirmation it was handed.
+    """
     data = {"email": email, "name": name, "timezone": zone, "website": "", **extra}
     environ = {"REMOTE_ADDR": ip} if ip else {}
-    return client.post("/subscribe", data=data, environ_base=environ, headers=headers or {})
+    response = client.post("/subscribe", data=data, environ_base=environ, headers=headers or {})
+    courier(client.application).wait_idle()
+    return response
+
+
+def confirm(client: FlaskClient, link: str, headers: dict[str, str] | None = None) -> TestResponse:
+    """Press the confirm page's button: POST to the link's path (then let the welcome go)."""
+    response = client.post(path(link), headers=headers or {})
+    courier(client.application).wait_idle()
+    return response
 
 
 def send(env: dict[str, str], when: datetime | str) -> dict:
@@ -255,7 +276,7 @@ def test_landing_page_has_the_form_with_default_zone_honeypot_and_security_heade
     csp = response.headers["Content-Security-Policy"]
     assert "default-src 'none'" in csp and "frame-ancestors 'none'" in csp
     assert response.headers["X-Content-Type-Options"] == "nosniff"
-    assert response.headers["Referrer-Policy"] == "no-referrer"
+    assert response.headers["Referrer-Policy"] == "same-origin"
 
 
 def test_every_page_carries_the_security_headers(client, smtp_server):
@@ -266,7 +287,7 @@ def test_every_page_carries_the_security_headers(client, smtp_server):
     answers.append(client.get("/confirm/nonsense"))
     answers.append(client.get(path(unsubscribe_url(smtp_server.to(ADA)[0].message))))
     for response in answers:
-        assert response.headers["Referrer-Policy"] == "no-referrer", response.request.path
+        assert response.headers["Referrer-Policy"] == "same-origin", response.request.path
         assert response.headers["X-Content-Type-Options"] == "nosniff"
         assert "default-src 'none'" in response.headers["Content-Security-Policy"]
         assert "no-store" in response.headers["Cache-Control"]  # token pages stay out of caches
@@ -327,7 +348,7 @@ def test_three_posts_of_one_address_send_one_confirmation_and_a_day_later_anothe
     # The newest link works.
     web_env["REKINDLE_NOW"] = iso(at(SIGNUP) + timedelta(hours=25))
     second = confirm_url(smtp_server.to(ADA)[1].message)
-    assert client.get(path(second)).status_code == 200
+    assert confirm(client, second).status_code == 200
     assert listed(web_env)[ADA]["status"] == "active"
 
 
@@ -366,6 +387,7 @@ def test_an_unknown_zone_falls_back_to_the_configured_default(client, web_env):
     """A time zone outside the list (or missing) becomes the configured default, not an error."""
     assert sign_up(client, ADA, zone="Mars/Olympus_Mons").status_code == 200
     assert client.post("/subscribe", data={"email": BEA}).status_code == 200
+    courier(client.application).wait_idle()
     rows = listed(web_env)
     assert rows[ADA]["timezone"] == DEFAULT_ZONE
     assert rows[BEA]["timezone"] == DEFAULT_ZONE
@@ -402,27 +424,50 @@ def test_a_client_is_limited_to_five_posts_then_429_while_others_still_get_throu
     assert smtp_server.keys(CAL) == ["confirm"]
 
 
-def _forwarded_posts(client: FlaskClient, prefix: str, peer: str, clients: list[str]) -> list[int]:
-    """Status codes of one post per entry of `clients`, each arriving from `peer` with
-    X-Forwarded-For naming that client."""
-    return [
-        sign_up(
-            client, f"{prefix}{i}@example.org", ip=peer, headers={"X-Forwarded-For": forwarded}
-        ).status_code
-        for i, forwarded in enumerate(clients)
-    ]
+def test_refused_posts_use_none_of_a_clients_five_sign_ups(client, web_env, smtp_server):
+    """Form posts refused as invalid (400) do not count: the client still has five sign-ups."""
+    client_ip = "203.0.113.8"
+    for bad in ("not-an-address", "ada@", "<script>@x"):
+        assert sign_up(client, bad, ip=client_ip).status_code == 400
+    assert sign_up(client, ADA, name="A\nB", ip=client_ip).status_code == 400
+    crowd = [f"person{i}@example.org" for i in range(6)]
+    codes = [sign_up(client, address, ip=client_ip).status_code for address in crowd]
+    assert codes == [200] * 5 + [429]
+    assert sorted(listed(web_env)) == sorted(crowd[:5])
 
 
-def test_rate_limit_trusts_x_forwarded_for_only_behind_a_configured_proxy(web_env):
-    """X-Forwarded-For cannot dodge the limit unless proxy_hops is set; then it names the client."""
-    six = [f"198.51.100.{i}" for i in range(6)]
-    with app_client(web_env) as client:  # no proxy configured: the header is a client's claim
-        assert _forwarded_posts(client, "p", "203.0.113.7", six) == [200] * 5 + [429]
-    web_env["REKINDLE_PROXY_HOPS"] = "1"
-    with app_client(web_env) as client:  # every request comes through one proxy at 10.0.0.1
-        assert _forwarded_posts(client, "q", "10.0.0.1", six) == [200] * 6
-        same = ["198.51.100.99"] * 6
-        assert _forwarded_posts(client, "r", "10.0.0.1", same) == [200] * 5 + [429]
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("name", "N" * 10_000), ("email", "a" * 5_000 + "@example.org")],
+    ids=["long-name", "long-address"],
+)
+def test_over_long_values_are_refused_and_never_shown_again(
+    client, web_env, smtp_server, field, value
+):
+    """A value longer than its field takes gets 400, and the page does not echo it back."""
+    fields = {"email": ADA, "name": "", field: value}
+    response = sign_up(client, fields["email"], name=fields["name"])
+    assert response.status_code == 400
+    page = Page(response.data)
+    assert page.one("p", role="alert")
+    assert value[:200] not in response.data.decode()
+    assert len(response.data) < 200_000  # the whole form page with every zone, no echo
+    shown = page.one("input", name=field).get("value") or ""
+    assert len(shown) <= 254, shown[:80]
+    assert listed(web_env) == {}
+    assert smtp_server.messages == []
+
+
+def test_a_body_over_16_kb_gets_413_and_nothing_is_stored(client, web_env, smtp_server):
+    """A form body over 16 KB gets 413 before it is read; one of exactly 16 KB is read."""
+    prefix = f"email={ADA.replace('@', '%40')}&timezone=UTC&name="
+    for size, code in ((16 * 1024 + 1, 413), (16 * 1024, 400)):
+        body = prefix + "N" * (size - len(prefix))
+        response = client.post("/subscribe", data=body, content_type=FORM)
+        assert response.status_code == code, size
+        assert "NNNNNNNNNN" not in response.data.decode()
+    assert listed(web_env) == {}
+    assert smtp_server.messages == []
 
 
 def _post_together(app: Flask, address: str, clients: int) -> list[int]:
@@ -500,7 +545,8 @@ def test_a_post_overlapping_the_send_run_that_delivers_the_confirmation_sends_no
     db_env["REKINDLE_NOW"] = iso(at(SIGNUP) + timedelta(minutes=5))
     answers: list[int] = []
     first_ledger_read = r"^\s*SELECT\b.*\bFROM deliveries\b"
-    with app_client(db_env) as client, held_after("post", first_ledger_read) as gate:
+    # The sign-up is stored by the app's background thread: hold that one.
+    with app_client(db_env) as client, held_after(STORE_THREAD, first_ledger_read) as gate:
         worker = threading.Thread(
             target=lambda: answers.append(sign_up(client, ADA).status_code), name="post"
         )
@@ -524,7 +570,7 @@ def test_confirm_link_activates_at_that_instant_welcomes_once_and_lesson_1_follo
         assert sign_up(client, ADA, name="Ada").status_code == 200
         link = confirm_url(smtp_server.to(ADA)[0].message)
         db_env["REKINDLE_NOW"] = CONFIRM
-        response = client.get(path(link))
+        response = confirm(client, link)
         assert response.status_code == 200
         text = Page(response.data).text
         assert "You're in" in text
@@ -540,7 +586,7 @@ def test_confirm_link_activates_at_that_instant_welcomes_once_and_lesson_1_follo
         assert "glad you are" in parts(welcome)[0]
         # The same link again: "already", nothing changes, no second welcome.
         db_env["REKINDLE_NOW"] = iso(at(CONFIRM) + timedelta(hours=1))
-        again = client.get(path(link))
+        again = confirm(client, link)
         assert again.status_code == 200
         assert "already" in Page(again.data).text
         assert at(listed(db_env)[ADA]["next_due"]) == LESSON_1
@@ -562,14 +608,49 @@ def test_forged_or_foreign_confirm_tokens_get_400_and_change_nothing(client, web
     unsubscribe_token = token_of(unsubscribe_url(message))
     web_env["REKINDLE_NOW"] = CONFIRM
     for bad in (forge(genuine), elsewhere, unsubscribe_token, "not-a-token"):
-        response = client.get(f"/confirm/{bad}")
-        assert response.status_code == 400, bad
-        assert "doesn't work" in Page(response.data).text
+        for method in ("GET", "HEAD", "POST"):
+            response = client.open(f"/confirm/{bad}", method=method)
+            assert response.status_code == 400, (method, bad)
+            if method != "HEAD":
+                assert "doesn't work" in Page(response.data).text
+    courier(client.application).wait_idle()
     assert listed(web_env)[ADA]["status"] == "pending"
     assert smtp_server.keys(ADA) == ["confirm"]
     # The genuine link still works afterwards.
-    assert client.get(f"/confirm/{genuine}").status_code == 200
+    assert confirm(client, f"/confirm/{genuine}").status_code == 200
     assert listed(web_env)[ADA]["status"] == "active"
+
+
+def test_get_and_head_of_a_confirm_link_change_nothing_only_its_button_post_confirms(
+    client, web_env, smtp_server
+):
+    """GET and HEAD of a confirm link (scanners, `curl -I`) change nothing; its one button POSTs."""
+    sign_up(client, ADA)
+    link = path(confirm_url(smtp_server.to(ADA)[0].message))
+    web_env["REKINDLE_NOW"] = CONFIRM
+    for _ in range(2):
+        assert client.head(link).status_code == 200
+        page = client.get(link)
+        assert page.status_code == 200
+        html = Page(page.data)
+        form = html.one("form")
+        assert (form["method"], form["action"]) == ("post", link)
+        assert len(html.all("button")) == 1
+        assert "You're in" not in html.text
+    courier(client.application).wait_idle()
+    assert listed(web_env)[ADA]["status"] == "pending"
+    assert smtp_server.keys(ADA) == ["confirm"]
+    done = confirm(client, link)
+    assert done.status_code == 200 and "You're in" in Page(done.data).text
+    assert listed(web_env)[ADA]["status"] == "active"
+    assert smtp_server.keys(ADA) == ["confirm", "welcome"]
+    # Afterwards GET says so, without a button; a replayed POST is harmless.
+    after = client.get(link)
+    assert after.status_code == 200 and Page(after.data).all("form") == []
+    assert "already" in Page(after.data).text
+    replay = confirm(client, link)
+    assert replay.status_code == 200 and "already" in Page(replay.data).text
+    assert smtp_server.keys(ADA) == ["confirm", "welcome"]
 
 
 @pytest.mark.parametrize(
@@ -586,6 +667,7 @@ def test_confirm_tokens_expire_after_seven_days(web_env, smtp_server, age, code,
         token = aged_confirm_token(web_env["REKINDLE_SECRET_KEY"], genuine, age)
         web_env["REKINDLE_NOW"] = CONFIRM
         assert client.get(f"/confirm/{token}").status_code == code
+        assert confirm(client, f"/confirm/{token}").status_code == code
     assert listed(web_env)[ADA]["status"] == status
     assert smtp_server.keys(ADA) == (["confirm"] if code == 400 else ["confirm", "welcome"])
 
@@ -596,6 +678,7 @@ def test_confirm_link_of_an_erased_subscriber_is_refused(client, web_env, smtp_s
     link = confirm_url(smtp_server.to(ADA)[0].message)
     assert run(web_env, "subscribers", "remove", ADA).exit_code == 0
     assert client.get(path(link)).status_code == 400
+    assert confirm(client, link).status_code == 400
     assert listed(web_env) == {}
     assert smtp_server.keys(ADA) == ["confirm"]
 
@@ -687,7 +770,7 @@ def test_someone_who_unsubscribed_can_rejoin_and_continues_with_lesson_2_a_week_
     assert sign_up(client, ADA).status_code == 200
     assert listed(web_env)[ADA]["status"] == "pending"
     assert smtp_server.keys(ADA) == ["lesson-1", "confirm"]
-    assert client.get(path(confirm_url(smtp_server.to(ADA)[1].message))).status_code == 200
+    assert confirm(client, confirm_url(smtp_server.to(ADA)[1].message)).status_code == 200
     row = listed(web_env)[ADA]
     assert (row["status"], row["next_lesson"], row["lessons_sent"]) == ("active", 2, 1)
     # A week after lesson 1's local date, at 09:00 (across the US DST change on 8 March).
@@ -697,6 +780,70 @@ def test_someone_who_unsubscribed_can_rejoin_and_continues_with_lesson_2_a_week_
     assert send(web_env, lesson_2 - timedelta(minutes=1))["sent"] == 0
     assert send(web_env, lesson_2)["sent"] == 1
     assert smtp_server.keys(ADA) == ["lesson-1", "confirm", "welcome", "lesson-2"]
+
+
+# --- posts from other sites ---------------------------------------------------------------
+
+CROSS_SITE = {
+    "another-site": {"Origin": "https://evil.example"},
+    "lookalike-host": {"Origin": "https://rekindle.example.org.evil.example"},
+    "other-port": {"Origin": "https://rekindle.example.org:8443"},
+    "plain-http": {"Origin": "http://rekindle.example.org"},
+    "opaque-null": {"Origin": "null"},
+    "not-a-url": {"Origin": "rekindle.example.org"},
+    "fetch-metadata": {"Sec-Fetch-Site": "cross-site"},
+    "fetch-metadata-with-our-origin": {"Origin": BASE_URL, "Sec-Fetch-Site": "cross-site"},
+}
+SAME_SITE = {
+    "base-url-origin": {"Origin": BASE_URL, "Sec-Fetch-Site": "same-origin"},
+    "base-url-origin-default-port": {"Origin": "https://REKINDLE.example.org:443"},
+    "addressed-origin": {"Origin": "http://localhost"},  # where the test client sends it
+    "no-origin-one-click": {},  # curl, a script, a mail provider's RFC 8058 one-click
+    "typed-or-bookmarked": {"Sec-Fetch-Site": "none"},
+}
+
+
+def three_posts(
+    client: FlaskClient, smtp_server: MailServer, lesson_1: EmailMessage, headers: dict[str, str]
+) -> list[TestResponse]:
+    """Sign CAL up, confirm pending BEA and unsubscribe active ADA, each POST with `headers`."""
+    sign_up(client, BEA)
+    link = confirm_url(smtp_server.to(BEA)[0].message)
+    data = {"email": CAL, "timezone": NY, "website": ""}
+    answers = [client.post("/subscribe", data=data, headers=headers)]
+    answers.append(client.post(path(link), headers=headers))
+    unsubscribe = path(unsubscribe_url(lesson_1))
+    answers.append(client.post(unsubscribe, data=ONE_CLICK, content_type=FORM, headers=headers))
+    courier(client.application).wait_idle()
+    return answers
+
+
+@pytest.mark.parametrize("headers", CROSS_SITE.values(), ids=CROSS_SITE.keys())
+def test_a_post_from_another_site_gets_403_and_changes_nothing(
+    client, web_env, smtp_server, lesson_1, headers
+):
+    """Sign-up, confirm and unsubscribe posts from another site get 403 and change nothing."""
+    answers = three_posts(client, smtp_server, lesson_1, headers)
+    assert [a.status_code for a in answers] == [403, 403, 403]
+    assert all("another site" in Page(a.data).text for a in answers)
+    rows = listed(web_env)
+    assert CAL not in rows
+    assert (rows[ADA]["status"], rows[BEA]["status"]) == ("active", "pending")
+    assert smtp_server.keys(BEA) == ["confirm"] and smtp_server.keys(CAL) == []
+
+
+@pytest.mark.parametrize("headers", SAME_SITE.values(), ids=SAME_SITE.keys())
+def test_a_post_from_our_pages_or_without_origin_is_judged_as_before(
+    client, web_env, smtp_server, lesson_1, headers
+):
+    """Posts from base_url's origin, the addressed origin, or without Origin work as before."""
+    answers = three_posts(client, smtp_server, lesson_1, headers)
+    assert [a.status_code for a in answers] == [200, 200, 200]
+    rows = listed(web_env)
+    statuses = (rows[ADA]["status"], rows[BEA]["status"], rows[CAL]["status"])
+    assert statuses == ("unsubscribed", "active", "pending")
+    assert smtp_server.keys(BEA) == ["confirm", "welcome"]
+    assert smtp_server.keys(CAL) == ["confirm"]
 
 
 # --- subscribers add --double-opt-in ------------------------------------------------------
@@ -720,7 +867,7 @@ def test_cli_double_opt_in_stores_pending_sends_one_confirmation_and_refuses_act
     # The link from the CLI's email works in the web app (one secret, one flow).
     web_env["REKINDLE_NOW"] = CONFIRM
     with app_client(web_env) as client:
-        assert client.get(path(link)).status_code == 200
+        assert confirm(client, link).status_code == 200
     assert listed(web_env)[ADA]["status"] == "active"
     assert smtp_server.keys(ADA) == ["confirm", "welcome"]
     refused = script(web_env, "subscribers", "add", ADA, "--double-opt-in")
@@ -752,85 +899,46 @@ def test_cli_double_opt_in_with_smtp_down_exits_75_and_send_delivers_it_once_lat
 # --- the whole journey against `rekindle-mail serve` --------------------------------------
 
 
-def http(url: str, data: dict[str, str] | None = None) -> tuple[int, dict[str, str], str]:
-    """(status, headers, body) of a GET, or of a form POST when `data` is given."""
-    body = urlencode(data).encode() if data is not None else None
-    method = "POST" if data is not None else "GET"
-    request = urllib.request.Request(url, data=body, method=method)  # noqa: S310 (http only)
-    if body is not None:
-        request.add_header("Content-Type", FORM)
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 (http only)
-            return response.status, dict(response.headers), response.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, dict(exc.headers), exc.read().decode()
-
-
-@contextmanager
-def serving(env: dict[str, str], log: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """`rekindle-mail serve` on a free loopback port, up once /healthz answers."""
-    assert SCRIPT, "the rekindle-mail console script is not installed"
-    port = free_port()
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [SCRIPT, "serve", "--host", "127.0.0.1", "--port", str(port)],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    root = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(300):
-            if process.poll() is not None:
-                pytest.fail(f"serve exited with {process.returncode}:\n{log.read_text()}")
-            try:
-                if http(f"{root}/healthz")[0] == 200:
-                    break
-            except OSError:
-                time.sleep(0.05)
-        else:
-            pytest.fail(f"serve did not answer /healthz:\n{log.read_text()}")
-        yield root, process
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-
-
 def test_full_journey_against_a_real_server(env, smtp_server, tmp_path):
-    """Against `serve`: form, one confirmation, link, lesson 1, one-click POST; SIGTERM stops it."""
+    """Against `serve`: form, one confirmation, link and button, lesson 1, one-click; SIGTERM."""
     env.update(REKINDLE_SMTP_URL=smtp_server.url, REKINDLE_NOW=CONFIRM)
     log = tmp_path / "serve.log"
-    with serving(env, log) as (root, process):
-        status, headers, body = http(f"{root}/")
-        assert status == 200 and 'name="website"' in body
-        assert headers["Referrer-Policy"] == "no-referrer"
+    with serving(env, log) as web:
+        landing = web.get("/")
+        assert landing.status == 200 and 'name="website"' in landing.body
+        assert landing.headers["referrer-policy"] == "same-origin"
         form = {"email": ADA, "name": "Ada", "timezone": NY, "website": ""}
         for _ in range(3):
-            status, _, body = http(f"{root}/subscribe", form)
-            assert status == 200 and "Check your inbox" in body
-        assert smtp_server.keys(ADA) == ["confirm"]
+            answer = web.post("/subscribe", form, Origin=BASE_URL)
+            assert answer.status == 200 and "Check your inbox" in answer.body
+        poll(lambda: smtp_server.to(ADA), "the confirmation")
         assert listed(env)[ADA]["status"] == "pending"
-        link = confirm_url(smtp_server.to(ADA)[0].message)
-        status, _, body = http(root + path(link))
-        assert status == 200 and "You're in" in body
+        link = path(confirm_url(smtp_server.to(ADA)[0].message))
+        assert web.request("HEAD", link).status == 200  # `curl -I`, a link scanner
+        button = web.get(link)
+        assert button.status == 200
+        assert Page(button.body).one("form", action=link)["method"] == "post"
+        assert listed(env)[ADA]["status"] == "pending"
+        answer = web.post(link, {}, Origin=BASE_URL)
+        assert answer.status == 200 and "You're in" in answer.body
         row = listed(env)[ADA]
         assert row["status"] == "active" and at(row["next_due"]) == LESSON_1
+        poll(lambda: len(smtp_server.to(ADA)) == 2, "the welcome")
         assert smtp_server.keys(ADA) == ["confirm", "welcome"]
         assert send(env, LESSON_1)["sent"] == 1
         assert smtp_server.keys(ADA) == ["confirm", "welcome", "lesson-1"]
         lesson = smtp_server.to(ADA)[2].message
         assert str(lesson["List-Unsubscribe-Post"]) == "List-Unsubscribe=One-Click"
-        unsubscribe = root + path(unsubscribe_url(lesson))
-        status, _, body = http(unsubscribe)
-        assert status == 200 and "<form" in body
+        unsubscribe = path(unsubscribe_url(lesson))
+        page = web.get(unsubscribe)
+        assert page.status == 200 and "<form" in page.body
         assert listed(env)[ADA]["status"] == "active"
-        status, _, body = http(unsubscribe, ONE_CLICK)
-        assert status == 200 and "You're unsubscribed" in body
+        answer = web.post(unsubscribe, ONE_CLICK)  # a mail provider's one-click: no Origin
+        assert answer.status == 200 and "You're unsubscribed" in answer.body
         assert listed(env)[ADA]["status"] == "unsubscribed"
-        process.send_signal(signal.SIGTERM)
+        web.process.send_signal(signal.SIGTERM)
         try:
-            code = process.wait(timeout=10)
+            code = web.process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             pytest.fail("serve did not exit on SIGTERM")
     assert code in (0, -signal.SIGTERM), code

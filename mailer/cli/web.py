@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+
 import click
 
 from mailer.cli.output import log_to_stderr
@@ -18,29 +20,50 @@ pass_runtime = click.make_pass_decorator(Runtime)
 def serve(rt: Runtime, host: str, port: int, threads: int) -> None:
     """Serve the web face with a production WSGI server (waitress).
 
-    Pages: / (sign-up form), /confirm/<token> (double opt-in), /unsubscribe/<token>
-    (GET shows a button, POST unsubscribes, RFC 8058 one-click). Put it behind
-    your HTTPS reverse proxy at `base_url`; set proxy_hops so rate limits see
-    the real client address.
+    Pages: / (sign-up form), /confirm/<token> (GET shows a button, POST
+    confirms), /unsubscribe/<token> (GET shows a button, POST unsubscribes,
+    RFC 8058 one-click). Posts from other sites get 403, bodies over 16 KB 413.
+    Confirmations and welcomes leave from a background sender a moment after
+    the page is answered. Put it behind your buffering HTTPS reverse proxy at
+    `base_url` and set proxy_hops to the number of proxies, so rate limits see
+    the real client address; then listen only where those proxies reach it.
 
     Example:
 
     \b
-        rekindle-mail serve --host 0.0.0.0 --port 8080
+        rekindle-mail serve --host 127.0.0.1 --port 8080
     """
     from waitress import serve as run_wsgi
 
-    from mailer.web import create_app
+    from mailer.web import courier_of, create_app
+    from mailer.webguard import server_options
 
     log_to_stderr("%(asctime)s %(name)s %(message)s", "waitress")
     app = create_app(rt)
+    hops = rt.settings.proxy_hops
+    behind = f", behind {hops} prox{'y' if hops == 1 else 'ies'}" if hops else ""
     click.echo(
-        f"serving {rt.course.title} on http://{host}:{port}/ (public URL {rt.settings.base_url})",
+        f"serving {rt.course.title} on http://{host}:{port}/ "
+        f"(public URL {rt.settings.base_url}{behind})",
         err=True,
     )
+    signal.signal(signal.SIGTERM, _stop)  # waitress ends its loop on SystemExit
     try:
-        run_wsgi(app, host=host, port=port, threads=threads, ident="rekindle-mail")
+        run_wsgi(
+            app,
+            host=host,
+            port=port,
+            threads=threads,
+            ident="rekindle-mail",
+            **server_options(rt.settings),
+        )
     except OSError as exc:
         raise click.ClickException(
             f"cannot listen on {host}:{port}: {exc.strerror or exc}"
         ) from None
+    finally:
+        courier_of(app).shutdown()  # no sign-up that was answered is lost
+
+
+def _stop(signum: int, frame: object) -> None:
+    raise SystemExit(0)
