@@ -78,8 +78,11 @@ def form_problem(form: dict[str, str]) -> tuple[str | None, dict[str, str]]:
     try:
         clean_name(name)
         shown["name"] = name
-    except InvalidInput:
-        problems.append(NAME_PROBLEM)
+    except InvalidInput as exc:
+        # The reason names the character (U+202E …), never the text that was typed.
+        reason = str(exc).removeprefix("invalid name: ")
+        detail = f" This one {reason.removeprefix('it ')}." if "(U+" in reason else ""
+        problems.append(NAME_PROBLEM + detail)
     return (problems[0] if problems else None), shown
 
 
