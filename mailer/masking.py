@@ -24,7 +24,7 @@ _HOST_PORT = re.compile(r"[^:/@]*:\d*(?:[/?#].*)?", re.DOTALL)
 def urls(value: object) -> list[str]:
     """The URLs of a setting: list items, or a string split where one URL ends."""
     items = [str(v) for v in value] if isinstance(value, list | tuple) else [str(value or "")]
-    found = []
+    found: list[str] = []
     for item in items:
         parts = _BOUNDARY.split(item)[0::2]  # the separators are at odd places
         found.extend(part.strip(", ") for part in parts if part.strip(", "))
