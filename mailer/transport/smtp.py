@@ -101,7 +101,8 @@ class SmtpTransport:
             )
         else:
             smtp = smtplib.SMTP(local_hostname=self._local_hostname, timeout=CONNECT_TIMEOUT)
-        smtp._host = self.host  # type: ignore[attr-defined]  # TLS checks this name, as SMTP(host) sets it
+        # The name TLS checks the certificate against, as SMTP(host) would have set it.
+        smtp._host = self.host  # type: ignore[attr-defined]
         try:
             # Not SMTP(host, port): it hangs up on a refused greeting without the QUIT a
             # server that answers 554 waits for (RFC 5321 §3.1).
