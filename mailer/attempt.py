@@ -34,7 +34,12 @@ if TYPE_CHECKING:
 
 @dataclass
 class SendReport:
-    """What one run did; `deferred` are transient failures to be retried later."""
+    """What one run did.
+
+    `deferred`: messages this run tried that the server put off, now in the
+    ledger state of that name (mailer.models.DeliveryStatus); what the run
+    claimed but never tried goes back untouched and is not counted.
+    """
 
     sent: int = 0
     failed: int = 0
@@ -46,6 +51,12 @@ class SendReport:
     dry_run: bool = False
     skipped: str | None = None  # why nothing was tried (another run holds the SQLite lock)
     failures: list[dict[str, str]] = field(default_factory=list)
+    sent_by_key: dict[str, int] = field(default_factory=dict)  # what `status` predicts as due
+
+    def count_sent(self, key: str) -> None:
+        """One message of `key` sent (or, in a dry run, that would be)."""
+        self.sent += 1
+        self.sent_by_key[key] = self.sent_by_key.get(key, 0) + 1
 
     def summary(self) -> str:
         """One line for people and cron mail."""
@@ -76,6 +87,7 @@ class SendReport:
             "dry_run": self.dry_run,
             "skipped": self.skipped,
             "failures": self.failures,
+            "sent_by_key": dict(sorted(self.sent_by_key.items())),
         }
 
     def fail(self, email: str, key: str, reply: str) -> None:
@@ -229,7 +241,9 @@ def record(
             ],
             now,
         )
-        report.sent += len(marked)
+        for attempt in accepted:
+            if attempt.claim.delivery_id in marked:
+                report.count_sent(attempt.outgoing().key)
     unexpected: Exception | None = None
     for attempt, error in results:
         if error is not None and not _record_error(session, attempt, error, now, report):

@@ -83,7 +83,7 @@ class Batch:
                 update(Delivery)
                 .where(Delivery.id.in_(self.held), Delivery.claim_token == self.token)
                 .values(
-                    status=DeliveryStatus.DEFERRED,
+                    status=ledger.given_back(),
                     claim_token=None,
                     claimed_until=None,
                     claimed_by=None,

@@ -13,6 +13,7 @@ from typing import TypeVar
 from urllib.parse import urlsplit
 
 from mailer.errors import ConfigError
+from mailer.masking import mask_url, url_passwords
 from mailer.relays import Relay, parse_relays
 from mailer.timing import SendWindow
 from subscribers.errors import InvalidInput
@@ -22,7 +23,6 @@ APP_NAME = "rekindle-mail"
 CONFIG_FILE = "rekindle.toml"
 ENV_PREFIX = "REKINDLE_"
 DEFAULT_BASE_URL = "http://localhost:8080"
-_PASSWORD_IN_URL = re.compile(r"(://[^:/@\s,]*:)[^@\s,]*@")
 _ADDRESS = re.compile(r"^[^@\s<>\"]+@[^@\s<>\"]+$")
 
 # Every key a config file may hold; each can be overridden by REKINDLE_<KEY>.
@@ -195,12 +195,13 @@ def _read_file(
 
 
 def _check_private(path: Path, data: Mapping[str, object]) -> None:
-    """A config file that holds a secret must not be readable by every user."""
+    """A config file that holds a secret must not be readable by every user.
+
+    A URL key holds one when any of its URLs carries a password: one URL,
+    several in a string, or a TOML array of them.
+    """
     held = sorted(key for key in SECRET_KEYS if data.get(key))
-    for key in URL_KEYS:
-        value = data.get(key)
-        if isinstance(value, str) and urlsplit(value).password:
-            held.append(key)
+    held += [key for key in URL_KEYS if url_passwords(data.get(key))]
     if held and path.stat().st_mode & 0o004:
         raise ConfigError(
             f"config file {str(path)!r} holds {held[0]} but every user on this machine can "
@@ -317,8 +318,3 @@ def _validate(raw: Mapping[str, object], path: Path | None) -> Settings:
         imap_quarantine=_text(raw, "imap_quarantine"),
         config_file=path,
     )
-
-
-def mask_url(url: str) -> str:
-    """`url` (or several, as smtp_url may list) with every password replaced by ***."""
-    return _PASSWORD_IN_URL.sub(r"\1***@", url)

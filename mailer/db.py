@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from mailer.config import mask_url
 from mailer.errors import DatabaseError
+from mailer.files import close_to_others, create_private, private_dir
 from mailer.migrations import HEAD
 from mailer.models import Meta
 
@@ -63,12 +64,8 @@ def make_engine(url: str) -> Engine:
             "use sqlite:///path/to/file.db or postgresql://user@host/database"
         )
     if parsed.get_backend_name() == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
-            folder = Path(parsed.database).expanduser().parent
-            try:
-                folder.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise DatabaseError(f"cannot create {folder}: {exc.strerror or exc}") from None
+        if parsed.database and parsed.database != ":memory:" and "uri" not in parsed.query:
+            _private_sqlite_file(Path(parsed.database).expanduser())
         engine = create_engine(parsed, connect_args={"timeout": SQLITE_BUSY_MS / 1000})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
@@ -79,6 +76,23 @@ def make_engine(url: str) -> Engine:
             f"no driver for {parsed.get_backend_name()} ({exc.name} is not installed); "
             "for PostgreSQL install rekindle-mail[postgres]"
         ) from None
+
+
+def _private_sqlite_file(path: Path) -> None:
+    """Create the database file 0600 (in 0700 folders) before SQLite opens it.
+
+    SQLite gives its -wal and -shm files the database file's mode, and the run
+    lock is made 0600 too; an existing file loses every other user's access
+    (it holds the secret key). See the README's "Files it creates".
+    """
+    try:
+        private_dir(path.parent)
+        if not create_private(path):
+            companions = ("-wal", "-shm", "-journal", "-sendlock")
+            close_to_others(path, *(path.with_name(path.name + end) for end in companions))
+    except OSError as exc:
+        where = exc.filename or path
+        raise DatabaseError(f"cannot create {where}: {exc.strerror or exc}") from None
 
 
 def _sqlite_pragmas(dbapi_conn: object, _record: object) -> None:

@@ -157,7 +157,7 @@ def _predict(run: Sending, sub: Any, key: str) -> None:
     """Dry run: count what a real run would do with this lesson."""
     blocked = ledger.peek(run.session, sub.id, key, run.now)
     if blocked is None:
-        run.report.sent += 1
+        run.report.count_sent(key)
     elif blocked.status == DeliveryStatus.SENDING:
         run.report.busy += 1
     else:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from sqlalchemy import CursorResult, and_, func, or_, select, update
+from sqlalchemy import CursorResult, and_, case, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.dml import Update
@@ -301,12 +302,18 @@ def mark_deferred(
     )
 
 
+def given_back() -> Any:
+    """The state of a claimed message handed back untried: queued if it was never tried,
+    deferred if it was (it keeps waiting for its next try). Not a new deferral."""
+    return case((Delivery.attempts == 0, DeliveryStatus.QUEUED), else_=DeliveryStatus.DEFERRED)
+
+
 def release(session: Session, claim: Claim, now: datetime, reason: str) -> bool:
     """Give the claim back without counting an attempt (the message never left)."""
     return _settle(
         session,
         claim,
-        status=DeliveryStatus.DEFERRED,
+        status=given_back(),
         last_error=reason,
         next_attempt_at=None,
         updated_at=now,

@@ -12,12 +12,20 @@ from subscribers.models import Base, UTCDateTime
 
 
 class DeliveryStatus(enum.StrEnum):
-    """The life of one (subscriber, key) message."""
+    """The life of one (subscriber, key) message.
 
-    QUEUED = "queued"  # waiting for its first attempt (notices, broadcasts)
+    The one meaning of "deferred", shared by `status` (rows in that state) and
+    `send --json` (rows a run put in it): the message was tried and the server
+    put it off (a 4xx, a timeout, a dropped connection) or the run trying it
+    died, and it is tried again from next_attempt_at. A message a run claimed
+    but never tried (it stopped first, or no server took mail) goes back as it
+    was: queued if never tried, deferred if tried before (see ledger.given_back).
+    """
+
+    QUEUED = "queued"  # waiting for its first attempt (notices, broadcasts, handed back untried)
     SENDING = "sending"  # claimed by a run; the SMTP transaction may be under way
     SENT = "sent"
-    DEFERRED = "deferred"  # a transient failure; retried after next_attempt_at
+    DEFERRED = "deferred"  # tried and put off (see above); retried after next_attempt_at
     FAILED = "failed"  # given up; never retried unless an operator asks
     CANCELLED = "cancelled"  # no longer wanted (the subscriber left before it went out)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import and_, or_, select, update
@@ -83,7 +83,7 @@ def _queued_batch(run: Sending, rows: Sequence[Any], ready_now: Any) -> bool:
             run.step()
             sub = session.get(Subscriber, row.subscriber_id)
             if sub is not None and refusal(row.key, sub, course, now) is None:
-                run.report.sent += 1
+                run.report.count_sent(row.key)
         return True
     batch = claims.new_batch(run.owner, run.lease, exclusive=run.exclusive)
     got = claims.claim_rows(session, batch, [row.id for row in wanted], ready_now, now)
@@ -158,8 +158,21 @@ def prepare(
     return Attempt(claim, sub.id, message, claim.due_at + lifetime)
 
 
-def refusal(key: str, sub: Subscriber, course: Course, now: datetime) -> str | None:
-    """Why `sub` may not receive `key` now (None: they may)."""
+class Reader(Protocol):
+    """What decides whether a subscriber may still have a queued message."""
+
+    @property
+    def status(self) -> str: ...
+    @property
+    def reminders(self) -> bool: ...
+    @property
+    def next_lesson(self) -> int | None: ...
+    @property
+    def next_due_at(self) -> datetime | None: ...
+
+
+def refusal(key: str, sub: Reader, course: Course, now: datetime) -> str | None:
+    """Why `sub` may not receive `key` now (None: they may); `status` forecasts with it too."""
     kind, _, number = key.partition("-")
     if key == "confirm":
         return None if sub.status == Status.PENDING else f"the subscriber is {sub.status}"

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from mailer.errors import ConfigError
+from mailer.masking import mask_url
 
 OPTIONS = ("connections", "rate", "daily")
 SCHEMES = ("smtp", "smtp+starttls", "smtps")
@@ -55,7 +56,7 @@ def parse_relays(value: object) -> tuple[Relay, ...]:
 
 def _relay(text: str) -> Relay:
     parts = urlsplit(text)
-    shown = _masked(text)
+    shown = mask_url(text)
     if parts.scheme not in SCHEMES or not parts.hostname:
         raise ConfigError(
             f"smtp_url {shown!r} must look like smtp://host:25, "
@@ -86,10 +87,3 @@ def _relay(text: str) -> Relay:
         raise ConfigError(f"smtp_url {shown!r}: rate and daily must not be negative")
     url = urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
     return Relay(url, connections, rate, daily)
-
-
-def _masked(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password:
-        return url.replace(f":{parts.password}@", ":***@", 1)
-    return url

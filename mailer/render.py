@@ -8,6 +8,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import jinja2
+from jinja2.exceptions import SecurityError
+from jinja2.sandbox import SandboxedEnvironment
 from markdown_it import MarkdownIt
 from markupsafe import Markup, escape
 
@@ -99,6 +101,13 @@ class Renderer:
         self._env = jinja2.Environment(
             loader=jinja2.FileSystemLoader(course.directory),
             autoescape=jinja2.select_autoescape(["html", "htm"]),
+            undefined=jinja2.StrictUndefined,
+            keep_trailing_newline=True,
+        )
+        # Course files are the operator's code; a broadcast body is text and renders in
+        # the sandbox, with no templates to include (README, "Beyond the six lessons").
+        self._sandbox = _StrictSandbox(
+            loader=jinja2.DictLoader({}),
             undefined=jinja2.StrictUndefined,
             keep_trailing_newline=True,
         )
@@ -251,9 +260,15 @@ class Renderer:
 
     def _from_string(self, text: str, context: Mapping[str, object]) -> str:
         try:
-            return self._env.from_string(text).render(context)
+            return self._sandbox.from_string(text).render(context)
         except jinja2.TemplateSyntaxError as exc:
             raise CourseError(f"the body, line {exc.lineno}: {exc.message}") from None
+        except SecurityError as exc:
+            raise CourseError(
+                f"the body is refused: {exc} (broadcasts render in a sandbox)"
+            ) from None
+        except jinja2.TemplateNotFound as exc:
+            raise CourseError(f"the body cannot include other templates ({exc.name})") from None
         except jinja2.TemplateError as exc:
             raise CourseError(f"the body: {exc}") from None
 
@@ -281,6 +296,19 @@ class Renderer:
         if not inlined.lstrip().lower().startswith("<!doctype"):
             inlined = "<!DOCTYPE html>\n" + inlined
         return inlined
+
+
+class _StrictSandbox(SandboxedEnvironment):
+    """Jinja's sandbox, refusing an unsafe attribute the moment it is touched.
+
+    The stock sandbox hands back an undefined value that fails only when shown,
+    so `{% set x = lipsum.__globals__ %}` would pass unnoticed.
+    """
+
+    def unsafe_undefined(self, obj: object, attribute: str) -> jinja2.Undefined:
+        raise SecurityError(
+            f"access to attribute {attribute!r} of {type(obj).__name__!r} object is unsafe"
+        )
 
 
 def _unquote_markers(text: str) -> str:

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime, timedelta
-from typing import Any
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import case, func, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from mailer.enrolment import find_subscriber
 from mailer.models import Delivery, DeliveryStatus, Run
 from subscribers.models import Status, Subscriber
+
+if TYPE_CHECKING:
+    from mailer.course import Course
+    from mailer.timing import SendWindow
 
 RECENT_FAILURES = 10
 
@@ -90,9 +94,12 @@ def subscriber_detail(session: Session, email: str) -> dict[str, Any]:
     return view
 
 
-def status_summary(session: Session, now: datetime) -> dict[str, Any]:
-    """Subscribers by status, deliveries by key and status, lessons due now and in the next
-    24 hours, the last run, and recent failures."""
+def status_summary(
+    session: Session, now: datetime, window: SendWindow, course: Course
+) -> dict[str, Any]:
+    """Subscribers by status, deliveries by key and ledger state, what a run at `now` would
+    send and what falls due in the next 24 hours (mailer.forecast), the last run, and recent
+    failures."""
     by_status = {s.value: 0 for s in Status}
     for status, count in session.execute(
         select(Subscriber.status, func.count()).group_by(Subscriber.status)
@@ -103,22 +110,9 @@ def status_summary(session: Session, now: datetime) -> dict[str, Any]:
         select(Delivery.key, Delivery.status, func.count()).group_by(Delivery.key, Delivery.status)
     ):
         deliveries.setdefault(key, {s.value: 0 for s in DeliveryStatus})[status] = count
-    active = Subscriber.status == Status.ACTIVE
-    # Lessons waiting in subscribers' cursors: due now, or due within the next 24 hours.
-    bucket = case((Subscriber.next_due_at <= now, "now"), else_="next_24h")
-    due: dict[str, dict[str, int]] = {}
-    for lesson, when, count in session.execute(
-        select(Subscriber.next_lesson, bucket, func.count())
-        .where(active, Subscriber.next_due_at <= now + timedelta(hours=24))
-        .group_by(Subscriber.next_lesson, bucket)
-    ):
-        due.setdefault(f"lesson-{lesson}", {"now": 0, "next_24h": 0})[when] += count
-    due_now = session.scalar(
-        select(func.count()).select_from(Subscriber).where(active, Subscriber.next_due_at <= now)
-    )
-    next_due = session.scalar(
-        select(func.min(Subscriber.next_due_at)).where(active, Subscriber.next_due_at > now)
-    )
+    from mailer import forecast  # the run's rules: claims and queues, only `status` needs them
+
+    due = forecast.due(session, now, window, course)
     failures = session.execute(
         select(
             Subscriber.email,
@@ -151,8 +145,8 @@ def status_summary(session: Session, now: datetime) -> dict[str, Any]:
         "total_subscribers": sum(by_status.values()),
         "deliveries": dict(sorted(deliveries.items(), key=lambda kv: key_order(kv[0]))),
         "due": dict(sorted(due.items(), key=lambda kv: key_order(kv[0]))),
-        "due_now": int(due_now or 0),
-        "next_due": iso(next_due),
+        "due_now": sum(counts[forecast.NOW] for counts in due.values()),
+        "next_due": iso(forecast.next_due(session, now)),
         "recent_failures": [
             {"email": email, "key": key, "status": status, "reply": error, "at": iso(at)}
             for email, key, status, error, at in failures

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
 
-from mailer.config import KEYS, SECRET_KEYS, URL_KEYS, Settings, gather, load_settings, mask_url
-
-MASK = "***"
+from mailer.config import KEYS, SECRET_KEYS, URL_KEYS, Settings, gather, load_settings
+from mailer.masking import MASK, mask_url, url_passwords
 
 
 def shown(
@@ -53,8 +50,7 @@ def secret_values(settings: Settings | None, env: Mapping[str, str]) -> set[str]
         if not isinstance(value, str) or not value:
             continue
         if "://" in value:
-            for url in re.split(r"[\s,]+", value):
-                found.update(url_secrets(url))
+            found.update(url_passwords(value))
         else:
             found.add(value)
     return {value for value in found if len(value) >= 4}  # shorter ones would garble text
@@ -65,12 +61,3 @@ def redact(text: str, secrets: Iterable[str]) -> str:
     for secret in sorted(secrets, key=len, reverse=True):
         text = text.replace(secret, MASK)
     return text
-
-
-def url_secrets(url: str) -> set[str]:
-    """The password in `url`, as written and decoded."""
-    try:
-        password = urlsplit(url).password
-    except ValueError:
-        return set()
-    return {password, unquote(password)} if password else set()

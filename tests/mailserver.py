@@ -84,6 +84,8 @@ class Script:
     greeting: list[str] = field(default_factory=list)  # one per connection, in turn, then hang up
     data_cmd: list[str] = field(default_factory=list)  # one reply per DATA command (before 354)
     auth: str | None = None  # every AUTH command (the server needs an authenticator)
+    starttls: str | None = None  # every STARTTLS command (the server needs a tls_context)
+    rset: str | None = None  # every RSET
     stall_seconds: float = 5.0
 
 
@@ -93,6 +95,7 @@ class RecordingHandler:
     def __init__(self) -> None:
         self.messages: list[Received] = []
         self.seen: list[Received] = []  # every message that reached the final dot, kept or not
+        self.quits = 0  # QUIT commands received (a client ending its session properly)
         self.script = Script()
         self.lock = threading.Lock()
 
@@ -109,6 +112,14 @@ class RecordingHandler:
             return await self.answer(server, self.script.ehlo)
         session.host_name = hostname
         return f"250 {server.hostname}"
+
+    async def handle_QUIT(self, server: SMTP, session: Any, envelope: Any) -> str:
+        with self.lock:
+            self.quits += 1
+        return "221 2.0.0 Bye"
+
+    async def handle_RSET(self, server: SMTP, session: Any, envelope: Any) -> str:
+        return await self.answer(server, self.script.rset) if self.script.rset else "250 OK"
 
     async def handle_MAIL(
         self, server: SMTP, session: Any, envelope: Any, address: str, options: list[str]
@@ -192,9 +203,25 @@ class ScriptedSMTP(SMTP):
             line = await self.event_handler.answer(self, reply)
             if self.transport is not None:
                 await self.push(line)
+                if line.startswith("554"):
+                    await self._await_quit()
         finally:
             if self.transport is not None:
                 self.transport.close()
+
+    async def _await_quit(self) -> None:
+        """After a 554 greeting, wait for the client's QUIT (RFC 5321 §3.1), refusing the rest."""
+        while self.transport is not None and not self.transport.is_closing():
+            try:
+                line = await asyncio.wait_for(self._reader.readline(), 5)
+            except (TimeoutError, ConnectionError):
+                return
+            if not line:
+                return
+            if line.strip().upper() == b"QUIT":
+                await self.push(await self.event_handler.handle_QUIT(self, None, None))
+                return
+            await self.push("503 5.5.1 Bad sequence of commands")
 
     async def smtp_DATA(self, arg: str) -> None:
         script = self.event_handler.script
@@ -202,6 +229,13 @@ class ScriptedSMTP(SMTP):
         reply = script.data_cmd.pop(0) if script.data_cmd and waiting else PASS
         if reply == PASS:
             await super().smtp_DATA(arg)
+            return
+        await self.push(await self.event_handler.answer(self, reply))
+
+    async def smtp_STARTTLS(self, arg: str) -> None:
+        reply = self.event_handler.script.starttls
+        if reply is None:
+            await super().smtp_STARTTLS(arg)
             return
         await self.push(await self.event_handler.answer(self, reply))
 
@@ -263,6 +297,11 @@ class MailServer:
     @property
     def connections(self) -> int:
         return self.controller.connections
+
+    @property
+    def quits(self) -> int:
+        """How many sessions the client ended with QUIT."""
+        return self.handler.quits
 
     def to(self, address: str) -> list[Received]:
         return [m for m in self.messages if address in m.rcpt_tos]

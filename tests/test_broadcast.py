@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -400,3 +401,93 @@ def test_two_send_processes_at_once_deliver_each_copy_exactly_once(
     assert sorted(got(smtp_server, f"broadcast-{bid}")) == people
     row = overview(env)[bid]
     assert (row["recipients"], row["sent"], row["waiting"]) == (40, 40, 0)
+
+
+# --- the sandbox: a broadcast body is text, not code ---------------------------------------
+
+PAYLOADS = {
+    "cycler-popen": "{{ cycler.__init__.__globals__.os.popen('touch MARK').read() }}",
+    "str-mro": "{{ ''.__class__.__mro__[1].__subclasses__() }}",
+    "self-globals": "{{ self.__init__.__globals__.__builtins__.open('MARK', 'w').write('x') }}",
+    "lipsum-globals": "{{ lipsum.__globals__['os'].system('touch MARK') }}",
+    "set-unused": "{% set x = lipsum.__globals__.os.popen('touch MARK') %}Hello",
+    "format-string": "{{ '{0.__class__.__init__.__globals__}'.format(first_name) }}",
+    "attr-filter": "{{ (cycler|attr('__init__')).__globals__.os.system('touch MARK') }}",
+}
+
+
+def hostile(tmp_path: Path, payload: str) -> tuple[str, Path]:
+    """The payload aimed at a marker file in tmp_path (which must never appear), and that file."""
+    mark = tmp_path / "pwned"
+    return f"Dear {{{{ first_name }}}},\n\n{payload.replace('MARK', str(mark))}\n", mark
+
+
+def one_error_line(stderr: str) -> str:
+    assert "Traceback" not in stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("payload", list(PAYLOADS))
+def test_a_body_reaching_for_python_internals_is_refused_at_create_and_runs_nothing(
+    env, tmp_path, payload
+):
+    """Jinja's sandbox: a body that touches __class__, __globals__ and the like is refused with
+    one line at `broadcast create` (exit 1), nothing is stored and no command runs."""
+    body, mark = hostile(tmp_path, PAYLOADS[payload])
+    source = tmp_path / "note.md"
+    source.write_text(body, encoding="utf-8")
+    done = script(env, "broadcast", "create", "--subject", "A note", "--body", str(source))
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    assert done.stdout == ""
+    line = one_error_line(done.stderr)
+    assert line.startswith("Error: the body is refused: access to attribute '"), line
+    assert "unsafe" in line
+    assert not mark.exists()
+    assert overview(env) == {}
+
+
+def test_a_hostile_body_already_stored_is_refused_by_preview_and_send_and_runs_nothing(
+    env, tmp_path
+):
+    """A body stored before the sandbox (or written into the database) is refused by `broadcast
+    preview` and `broadcast send` with one line (exit 1): nothing runs, nobody is queued."""
+    add(env, "ada@example.org", now="2026-03-01T08:00:00+00:00")
+    bid = create(env, tmp_path)
+    body, mark = hostile(tmp_path, PAYLOADS["cycler-popen"])
+    database = env["REKINDLE_DATABASE_URL"].removeprefix("sqlite:///")
+    with sqlite3.connect(database) as db:
+        db.execute("UPDATE broadcasts SET body = ? WHERE id = ?", (body, bid))
+    db.close()
+
+    for args in (("preview", str(bid)), ("preview", str(bid), "--text"), ("send", str(bid))):
+        done = script(env, "broadcast", *args)
+        assert done.returncode == 1, (args, done.stdout, done.stderr)
+        assert "the body is refused" in one_error_line(done.stderr)
+        assert done.stdout == ""
+        assert not mark.exists()
+    assert (overview(env)[bid]["queued_at"], overview(env)[bid]["recipients"]) == (None, 0)
+
+
+def test_sandboxed_bodies_still_greet_link_and_use_jinja(env, tmp_path):
+    """The sandbox keeps what a newsletter needs: the first name, links built from base_url and
+    the unsubscribe URL, loops, conditions and filters."""
+    body = (
+        "Dear {{ first_name }},\n\n"
+        "Read [this week's letter]({{ base_url }}/letters) or "
+        "[leave]({{ unsubscribe_url }}).\n\n"
+        "{% for step in ['listen', 'ask'] %}- {{ step|capitalize }}\n{% endfor %}\n"
+        "{% if course_title %}{{ course_title|upper }}{% endif %}\n"
+    )
+    bid = create(env, tmp_path, body=body)
+    text = run(env, "broadcast", "preview", str(bid), "--text")
+    assert text.exit_code == 0, text.output
+    assert "Dear Alex," in text.stdout
+    assert "https://rekindle.example.org/letters" in text.stdout
+    assert "- Listen" in text.stdout and "- Ask" in text.stdout
+    assert "REKINDLE" in text.stdout
+    html = run(env, "broadcast", "preview", str(bid))
+    assert html.exit_code == 0, html.output
+    assert 'href="https://rekindle.example.org/letters"' in html.stdout
+    assert 'href="https://rekindle.example.org/unsubscribe/' in html.stdout

@@ -282,7 +282,8 @@ def test_every_lesson_has_its_reminder_and_lesson_six_reaches_a_completed_subscr
 def test_status_reports_deliveries_per_key_due_lessons_and_the_last_run(
     env, smtp_server, database_url, tmp_path
 ):
-    """status --json: per-key counts, lessons due now / next 24h, last run ok then unavailable."""
+    """status --json: per-key counts, what a run would send now / in the next 24h (lessons and
+    queued mail alike, exactly what the run then sends), last run ok then unavailable."""
     env.update(REKINDLE_DATABASE_URL=database_url, REKINDLE_SMTP_URL=smtp_server.url)
     assert status(env, ADDED)["last_run"] is None
     for who in ("ada", "pat", "dan"):
@@ -332,12 +333,14 @@ def test_status_reports_deliveries_per_key_due_lessons_and_the_last_run(
     assert all(
         set(v) >= {"sent", "failed", "queued", "deferred"} for v in summary["deliveries"].values()
     )
-    # ken's lesson 2 has been due since 09:00 Tokyo; ada's and zed's come at 09:00 UTC.
+    # ken's lesson 2 has been due since 09:00 Tokyo, and the broadcast waited for his window;
+    # ada's and zed's lessons come at 09:00 UTC; ken's reminder-1 comes too late: cancelled.
     assert summary["due"] == {
+        "broadcast-1": {"now": 1, "next_24h": 0},
         "lesson-1": {"now": 0, "next_24h": 1},
         "lesson-2": {"now": 1, "next_24h": 1},
     }
-    assert summary["due_now"] == 1
+    assert summary["due_now"] == 2
     moment = datetime.fromisoformat(at)
     expected: dict[str, dict[str, int]] = {}
     for row in listed(env).values():
@@ -348,7 +351,7 @@ def test_status_reports_deliveries_per_key_due_lessons_and_the_last_run(
                     f"lesson-{row['next_lesson']}", {"now": 0, "next_24h": 0}
                 )
                 bucket["now" if due <= moment else "next_24h"] += 1
-    assert summary["due"] == expected
+    assert {k: v for k, v in summary["due"].items() if k.startswith("lesson-")} == expected
     run_ = summary["last_run"]
     assert (run_["outcome"], run_["sent"], run_["failed"], run_["message"]) == ("ok", 1, 0, None)
     assert run_["clock"] == "2026-03-05T12:00:00+00:00"
@@ -360,8 +363,9 @@ def test_status_reports_deliveries_per_key_due_lessons_and_the_last_run(
     )
     assert "550" in failure["reply"]
 
-    # ken's run: lesson 2 and the broadcast; his reminder-1 comes too late and is cancelled.
-    assert send(env, at)["sent"] == 2
+    # ken's run: lesson 2 and the broadcast, as status said; his reminder-1 is cancelled.
+    ran = send(env, at)
+    assert ran["sent_by_key"] == {"broadcast-1": 1, "lesson-2": 1}
     assert sorted(smtp_server.keys("ken@example.org")) == [
         f"broadcast-{bid}",
         "lesson-1",

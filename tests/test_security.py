@@ -79,6 +79,58 @@ def test_a_config_file_holding_a_secret_must_not_be_world_readable(env, tmp_path
     assert script(env, "config", "show", cwd=tmp_path).returncode == 0
 
 
+RELAY_LISTS = {
+    "comma-separated": f'smtp_url = "smtps://ada@one.example.org, smtps://bo:{PASSWORD}@two.example.org"',
+    "space-separated": f'smtp_url = "smtps://ada@one.example.org smtps://bo:{PASSWORD}@two.example.org"',
+    "comma-no-space": f'smtp_url = "smtps://ada@one.example.org,smtps://bo:{PASSWORD}@two.example.org"',
+    "toml-array": (
+        f'smtp_url = ["smtps://ada@one.example.org?daily=5", "smtps://bo:{PASSWORD}@two.example.org"]'
+    ),
+}
+
+
+@pytest.mark.parametrize("form", list(RELAY_LISTS))
+def test_a_password_in_any_relay_of_a_list_makes_a_world_readable_config_an_error(
+    env, tmp_path, form
+):
+    """A password in the 2nd relay of a list (string or TOML array) is refused as the single
+    form is, with the same line; once the file is private, config show masks it."""
+    path = config(tmp_path, RELAY_LISTS[form] + "\n", mode=0o644)
+    refused = script(env, "config", "show", cwd=tmp_path)
+    assert refused.returncode == 1, refused.stdout
+    assert refused.stderr.strip() == (
+        "Error: config file 'rekindle.toml' holds smtp_url but every user on this machine "
+        "can read it: chmod 600 rekindle.toml, or set REKINDLE_SMTP_URL instead"
+    )
+    assert PASSWORD not in refused.stderr + refused.stdout
+
+    path.chmod(0o600)
+    table = script(env, "config", "show", cwd=tmp_path)
+    assert table.returncode == 0, table.stderr
+    value = shown(env)["smtp_url"]["value"]
+    assert PASSWORD not in table.stdout + json.dumps(value)
+    assert "smtps://bo:***@two.example.org" in value and "smtps://ada@one.example.org" in value
+    assert "smtps://bo:***@two.example.org" in table.stdout
+
+
+@pytest.mark.parametrize(
+    "password", ["p@ss-w0rd-Zq9", "pa,ss-w0rd-Zq9", "pa/ss?w0rd#Zq9", "p%40ss-w0rd-Zq9"]
+)
+def test_a_pasted_password_with_url_characters_is_found_and_masked_whole(env, tmp_path, password):
+    """A password written unencoded (@ , / ? #) still makes a readable file an error and is
+    never shown, not even in part, by config show or in an error line."""
+    text = f'smtp_url = "smtps://ada@one.example.org, smtps://bo:{password}@two.example.org"\n'
+    path = config(tmp_path, text, mode=0o644)
+    refused = script(env, "config", "show", cwd=tmp_path)
+    assert refused.returncode == 1
+    assert "holds smtp_url" in refused.stderr
+    path.chmod(0o600)
+    done = script(env, "config", "show", cwd=tmp_path)
+    tail = password.split("@")[-1].split(",")[-1].split("?")[-1]
+    for out in (done.stdout, done.stderr):
+        assert password not in out and tail not in out, out
+
+
 def test_secrets_can_come_from_private_files_and_are_used(env, tmp_path):
     """smtp_password_file (a Docker or systemd credential) is read, trimmed, used; never shown."""
     secret = tmp_path / "smtp-password"

@@ -11,6 +11,7 @@ connections, and the weeks after.
 from __future__ import annotations
 
 import json
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -316,6 +317,90 @@ def test_a_refused_session_exits_75_and_a_later_run_delivers_everything_once(
     assert core(send(mail_env, MONDAY + timedelta(hours=2))) == counts()
     for address in people:
         assert auth_server.keys(address) == ["lesson-1"], address
+
+
+QUIT_CASES = {
+    # refusal -> (server options, scripted reply or None, URL scheme, user:password or None)
+    "greeting-554": ({}, ("greeting", "554 5.3.2 No service for you"), "smtp", None),
+    "ehlo-554": ({}, ("ehlo", "554 5.7.1 Not for you"), "smtp", None),
+    "ehlo-550": ({}, ("ehlo", "550 5.7.1 Go away"), "smtp", None),
+    "starttls-454": ({"tls": True}, ("starttls", "454 4.7.0 TLS not available"), "starttls", None),
+    "starttls-not-offered": ({}, None, "starttls", None),
+    "auth-535": ({"auth": True}, None, "smtp", f"{USER}:wrong-password"),
+    "auth-454": (
+        {"auth": True},
+        ("auth", "454 4.7.0 Try again later"),
+        "smtp",
+        f"{USER}:{PASSWORD}",
+    ),
+    "auth-none-offered": ({}, None, "smtp", f"{USER}:{PASSWORD}"),
+}
+
+
+def quit_server(options: dict[str, bool]) -> MailServer:
+    """A scripted server: with a STARTTLS it can refuse, or wanting a login, as asked."""
+    kwargs: dict[str, Any] = {}
+    if options.get("tls"):
+        kwargs["tls_context"] = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)  # never reached
+    if options.get("auth"):
+        kwargs.update(authenticator=password_checker(USER, PASSWORD), auth_require_tls=False)
+    return MailServer(**kwargs).start()
+
+
+@pytest.mark.parametrize("refusal", list(QUIT_CASES))
+def test_a_session_refused_after_the_greeting_ends_with_quit(env, refusal):
+    """A refused greeting, EHLO, STARTTLS or AUTH (or none offered): the client says QUIT
+    before it hangs up (RFC 5321 §4.1.1.10), then the run exits 75 with one line."""
+    options, scripted, scheme, login = QUIT_CASES[refusal]
+    server = quit_server(options)
+    try:
+        if scripted is not None:
+            stage, reply = scripted
+            if stage == "greeting":
+                server.script.greeting = [reply]
+            else:
+                setattr(server.script, stage, reply)
+        userinfo = f"{login}@" if login else ""
+        url = f"{'smtp+starttls' if scheme == 'starttls' else 'smtp'}://{userinfo}127.0.0.1:{server.port}"
+        mail_env = {**env, "REKINDLE_SMTP_URL": url, "REKINDLE_NOW": ADDED}
+        add(mail_env, ADA)
+
+        done = script(mail_env, "send", "--now", iso(MONDAY))
+        assert done.returncode == 75, (done.stdout, done.stderr)
+        line = one_error_line(done.stderr)
+        assert "127.0.0.1" in line
+        if scripted is not None:
+            assert scripted[1][:3] in line
+        assert server.messages == []
+        assert server.connections >= 1
+        assert server.quits == server.connections, (server.quits, server.connections)
+    finally:
+        server.stop()
+
+
+def test_a_refused_rset_mid_run_ends_that_session_with_quit_and_the_run_goes_on(
+    mail_env, smtp_server
+):
+    """After a 550 to BO's RCPT the client's RSET is refused: it says QUIT on that connection,
+    opens a new one for CY, and QUITs that one at the end of the run."""
+    add(mail_env, ADA, BO, CY)
+    smtp_server.script.rcpt[BO] = "550 5.1.1 No such user"
+    smtp_server.script.rset = "554 5.5.1 No more from you"
+    report = send(mail_env, MONDAY)
+    assert core(report) == counts(sent=2, failed=1)
+    assert smtp_server.keys(ADA) == smtp_server.keys(CY) == ["lesson-1"]
+    assert (smtp_server.connections, smtp_server.quits) == (2, 2)
+
+
+def test_a_421_ends_the_session_without_a_quit(env, auth_server):
+    """After a 421 the server has closed the channel: the client hangs up without a QUIT."""
+    auth_server.script.ehlo = "421 4.3.2 Shutting down"
+    mail_env = {**env, "REKINDLE_SMTP_URL": auth_server.url, "REKINDLE_NOW": ADDED}
+    add(mail_env, ADA)
+    done = script(mail_env, "send", "--now", iso(MONDAY))
+    assert done.returncode == 75, (done.stdout, done.stderr)
+    assert "421" in one_error_line(done.stderr)
+    assert auth_server.quits == 0
 
 
 @pytest.mark.parametrize("stage", ["greeting", "ehlo"])

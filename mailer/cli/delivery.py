@@ -16,6 +16,14 @@ from mailer.models import DeliveryStatus
 from mailer.runtime import Runtime
 
 pass_runtime = click.make_pass_decorator(Runtime)
+# What each count of `status` means (as the README's "What `status` and `send` count" says).
+LEGEND = (
+    "SENT..SENDING: messages by state. DEFERRED: tried and put off by the server (4xx,",
+    "  a timeout, a dropped connection) or by a run that died; retried with backoff.",
+    "  QUEUED: not tried yet. SENDING: a run has it now.",
+    "DUE NOW: what `send` would deliver at this instant, inside each reader's window.",
+    "NEXT 24H: due later today, or due but waiting for the reader's window or a retry.",
+)
 NOW_HELP = "Behave as if the clock read this ISO-8601 instant (overrides REKINDLE_NOW)."
 
 
@@ -103,7 +111,9 @@ def status(rt: Runtime, now_text: str | None, as_json: bool) -> None:
         rekindle-mail status --json
     """
     with rt.session() as session:
-        summary = reports.status_summary(session, rt.now(now_text))
+        summary = reports.status_summary(
+            session, rt.now(now_text), rt.settings.send_window, rt.course
+        )
     summary["delivery"] = rt.transport().description
     summary["database"] = rt.settings.database_display
     if as_json:
@@ -112,7 +122,10 @@ def status(rt: Runtime, now_text: str | None, as_json: bool) -> None:
     counts = summary["subscribers"]
     listed = ", ".join(f"{k} {v}" for k, v in counts.items() if v)
     click.echo(f"Subscribers: {summary['total_subscribers']}" + (f" ({listed})" if listed else ""))
-    click.echo(f"Due now: {summary['due_now']}; next due: {summary['next_due'] or '-'}")
+    click.echo(
+        f"Due now: {summary['due_now']} (what `send` would deliver at this instant); "
+        f"next due: {summary['next_due'] or '-'}"
+    )
     click.echo(f"Mail goes to {summary['delivery']}; database {summary['database']}")
     run = summary["last_run"]
     if run is None:
@@ -140,6 +153,9 @@ def status(rt: Runtime, now_text: str | None, as_json: bool) -> None:
                 for key in keys
             ),
         )
+        click.echo()
+        for line in LEGEND:
+            click.echo(line)
     if summary["recent_failures"]:
         click.echo()
         click.echo("Recent failures:")

@@ -13,8 +13,8 @@ from mailer import dispatch, inbound
 from mailer.cli.output import log_to_stderr
 from mailer.errors import DatabaseError, TemporaryError, TransportUnavailable, describe
 from mailer.imap import ImapMailbox
+from mailer.masking import url_passwords
 from mailer.runtime import Runtime
-from mailer.settings_view import url_secrets
 
 log = logging.getLogger("rekindle.inbound")
 
@@ -55,7 +55,7 @@ def inbound_(ctx: click.Context, imap_url: str | None, recipient: tuple[str, ...
     log_to_stderr("rekindle-mail inbound: %(message)s")
     if imap_url:
         # Error lines blot out every secret the run knows: this one too (cli/__init__).
-        ctx.meta.setdefault("rekindle.secrets", set()).update(url_secrets(imap_url))
+        ctx.meta.setdefault("rekindle.secrets", set()).update(url_passwords(imap_url))
     try:
         if imap_url is None:
             raw = sys.stdin.buffer.read(inbound.MAX_BYTES + 1)

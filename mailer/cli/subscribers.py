@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from mailer import dispatch, enrolment, reports, signup
 from mailer.cli.output import print_json, table
 from mailer.errors import Conflict, InvalidInput, NotFound
+from mailer.files import private_file
 from mailer.runtime import Runtime
 from subscribers import csvfile
 from subscribers.models import Status
@@ -328,7 +329,7 @@ def export(rt: Runtime, file: str | None) -> None:
     with rt.session() as session:
         rows = ([r[c] for c in EXPORT_COLUMNS] for r in reports.subscriber_rows(session))
         if file and file != "-":
-            with Path(file).open("w", encoding="utf-8", newline="") as fh:
+            with private_file(Path(file)) as fh:  # 0600: personal data
                 count = csvfile.write_rows(fh, EXPORT_COLUMNS, rows)
             click.echo(f"exported {count} subscribers to {file}", err=True)
         else:

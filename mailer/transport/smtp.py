@@ -25,6 +25,7 @@ CONNECT_TIMEOUT = 30.0
 # RFC 5321 §4.5.3.2: up to 10 minutes for the reply to the final dot; a shorter
 # timeout only turns slow acceptances into duplicates.
 SESSION_TIMEOUT = 600.0
+QUIT_TIMEOUT = 10.0  # for the 221 after a refused session: a courtesy, not worth a long wait
 
 
 def is_loopback(host: str) -> bool:
@@ -91,6 +92,29 @@ class SmtpTransport:
             except (smtplib.SMTPException, OSError):
                 smtp.close()
 
+    def _open(self, context: ssl.SSLContext | None) -> smtplib.SMTP:
+        """A connection that has read the server's greeting; refused unless it is 220."""
+        smtp: smtplib.SMTP
+        if self.scheme == "smtps":
+            smtp = smtplib.SMTP_SSL(
+                local_hostname=self._local_hostname, timeout=CONNECT_TIMEOUT, context=context
+            )
+        else:
+            smtp = smtplib.SMTP(local_hostname=self._local_hostname, timeout=CONNECT_TIMEOUT)
+        # The name TLS checks the certificate against, as SMTP(host) would have set it.
+        smtp._host = self.host  # type: ignore[attr-defined]
+        try:
+            # Not SMTP(host, port): it hangs up on a refused greeting without the QUIT a
+            # server that answers 554 waits for (RFC 5321 §3.1).
+            code, text = smtp.connect(self.host, self.port)
+        except BaseException:
+            _discard(smtp)
+            raise
+        if code != 220:
+            _quit(smtp, unless=code)
+            raise smtplib.SMTPConnectError(code, text)
+        return smtp
+
     def _tls_context(self) -> ssl.SSLContext:
         try:
             return ssl.create_default_context(cafile=str(self._ca_file) if self._ca_file else None)
@@ -101,18 +125,7 @@ class SmtpTransport:
         context = self._tls_context() if self.scheme != "smtp" else None
         smtp: smtplib.SMTP | None = None
         try:
-            if self.scheme == "smtps":
-                smtp = smtplib.SMTP_SSL(
-                    self.host,
-                    self.port,
-                    self._local_hostname,
-                    timeout=CONNECT_TIMEOUT,
-                    context=context,
-                )
-            else:
-                smtp = smtplib.SMTP(
-                    self.host, self.port, self._local_hostname, timeout=CONNECT_TIMEOUT
-                )
+            smtp = self._open(context)
             if smtp.sock is not None:
                 smtp.sock.settimeout(SESSION_TIMEOUT)
                 # The final dot may follow the content after a pause (see send):
@@ -126,16 +139,18 @@ class SmtpTransport:
                 _hello(smtp)
             if self.username:
                 _login(smtp, self.username, self._password or "")
+        # A session refused after the greeting ends with QUIT, as RFC 5321 §4.1.1.10
+        # asks (a server that already hung up, or a failed TLS handshake, gets none).
         except TransportUnavailable:
-            _discard(smtp)
+            _quit(smtp)
             raise
         except smtplib.SMTPAuthenticationError as exc:
-            _discard(smtp)
+            _quit(smtp, unless=exc.smtp_code)
             raise TransportUnavailable(
                 f"{self.description} refused the login for {self.username}: {_reply(exc)}"
             ) from None
         except smtplib.SMTPResponseException as exc:
-            _discard(smtp)
+            _quit(smtp, unless=exc.smtp_code)
             raise TransportUnavailable(
                 f"{self.description} refused the session: {_reply(exc)}"
             ) from None
@@ -145,7 +160,12 @@ class SmtpTransport:
                 f"{self.description} presented a certificate that cannot be trusted "
                 f"({exc.verify_message}); set tls_ca_file if it uses a private CA"
             ) from None
-        except (smtplib.SMTPException, OSError) as exc:
+        except smtplib.SMTPException as exc:  # no AUTH mechanism in common; a hang-up
+            _quit(smtp)
+            raise TransportUnavailable(
+                f"cannot connect to {self.description}: {describe(exc)}"
+            ) from None
+        except OSError as exc:
             _discard(smtp)
             raise TransportUnavailable(
                 f"cannot connect to {self.description}: {describe(exc)}"
@@ -211,7 +231,8 @@ class SmtpTransport:
         except (smtplib.SMTPException, OSError):
             code = 0
         if code != 250:
-            self._drop()
+            smtp, self._smtp = self._smtp, None
+            _quit(smtp, unless=code)  # the server refused to go on: end the session properly
 
     def _drop(self) -> None:
         smtp, self._smtp = self._smtp, None
@@ -281,6 +302,20 @@ def _login(smtp: smtplib.SMTP, user: str, password: str) -> None:
     smtp.user, smtp.password = user, password
     method = getattr(smtp, "auth_" + mechanism.lower().replace("-", "_"))
     smtp.auth(mechanism, method, initial_response_ok=True)
+
+
+def _quit(smtp: smtplib.SMTP | None, unless: int | None = None) -> None:
+    """Say QUIT (waiting briefly for the 221), then close; nothing to say after a 421 or
+    when nothing was ever read (the server has gone)."""
+    if smtp is None:
+        return
+    if unless not in (421, 0) and smtp.sock is not None:
+        try:
+            smtp.sock.settimeout(QUIT_TIMEOUT)
+            smtp.quit()
+        except (smtplib.SMTPException, OSError):
+            pass
+    _discard(smtp)
 
 
 def _discard(smtp: smtplib.SMTP | None) -> None:
