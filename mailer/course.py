@@ -7,6 +7,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from mailer import keys
 from mailer.errors import CourseError, NotFound
 
 MANIFEST = "course.toml"
@@ -36,7 +37,7 @@ class Lesson:
     @property
     def reminder_key(self) -> str:
         """The ledger key of this lesson's reminder."""
-        return f"reminder-{self.number}"
+        return keys.reminder(self.number)
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,7 @@ class Notice:
 
 
 # The notices every course must provide: the double opt-in flow sends them.
-REQUIRED_NOTICES = ("confirm", "welcome")
+REQUIRED_NOTICES = (keys.CONFIRM, keys.WELCOME)
 
 
 @dataclass(frozen=True)
@@ -149,7 +150,7 @@ def _lesson(path: Path, number: int, item: object) -> Lesson:
         raise CourseError(f"{path}: lesson {number} must be a [[lessons]] table")
     where = f"lesson {number}"
     key = _field(path, where, item, "key")
-    if key != f"lesson-{number}":
+    if key != keys.lesson(number):
         raise CourseError(
             f"{path}: {where} has key {key!r}; lessons are keyed lesson-1, lesson-2, ..."
         )

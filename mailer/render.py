@@ -15,6 +15,7 @@ from markupsafe import Markup, escape
 
 from mailer.course import Course, Lesson
 from mailer.errors import CourseError, NotFound
+from mailer.keys import Kind, MessageKey
 from mailer.plaintext import render_text
 
 # Per-recipient values; lessons and layouts write {{ first_name }} etc. and
@@ -175,12 +176,12 @@ class Renderer:
 
     def message(self, key: str) -> Rendered:
         """Whatever `key` names: 'lesson-N', 'reminder-N', a notice, or a broadcast seen before."""
-        kind, _, number = key.partition("-")
-        if kind == "lesson" and number.isdigit():
-            return self.lesson(int(number))
-        if kind == "reminder" and number.isdigit():
-            return self.reminder(int(number))
-        if kind == "broadcast" and key in self._cache:
+        found = MessageKey.read(key)
+        if found is not None and found.kind == Kind.LESSON and found.week:
+            return self.lesson(found.week)
+        if found is not None and found.kind == Kind.REMINDER and found.week:
+            return self.reminder(found.week)
+        if found is not None and found.kind == Kind.BROADCAST and key in self._cache:
             return self._cache[key]
         return self.notice(key)
 
