@@ -14,8 +14,8 @@ from urllib.parse import urlsplit
 
 from mailer.errors import ConfigError
 from mailer.masking import mask_url, url_passwords
-from mailer.relays import Relay, parse_relays
 from mailer.timing import SendWindow
+from mailer.transport.relays import Relay, parse_relays
 from subscribers.errors import InvalidInput
 from subscribers.validation import check_timezone
 

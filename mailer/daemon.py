@@ -11,8 +11,8 @@ from types import FrameType
 
 import schedule
 
-from mailer.attempt import SendReport
 from mailer.errors import RekindleError, TemporaryError
+from mailer.send.attempt import SendReport
 
 log = logging.getLogger("rekindle.daemon")
 

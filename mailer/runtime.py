@@ -12,16 +12,16 @@ from typing import TYPE_CHECKING
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from mailer import db
 from mailer.config import Settings, load_settings
+from mailer.store import db
 from mailer.timing import parse_instant
 
 if TYPE_CHECKING:
-    from mailer.compose import Composer
-    from mailer.course import Course
-    from mailer.relays import Relay
-    from mailer.render import Renderer
+    from mailer.content.compose import Composer
+    from mailer.content.course import Course
+    from mailer.content.render import Renderer
     from mailer.transport import Transport
+    from mailer.transport.relays import Relay
 
 # Rendering, signing and the transports are imported when first asked for, not at
 # start-up: an idle cron run (nothing due) needs the database and nothing else.
@@ -80,14 +80,14 @@ class Runtime:
     @cached_property
     def course(self) -> Course:
         """The course manifest (`course_dir`, or the shipped course)."""
-        from mailer.course import load_course
+        from mailer.content.course import load_course
 
         return load_course(self.settings.course_dir)
 
     @cached_property
     def renderer(self) -> Renderer:
         """The renderer for this run; each lesson is rendered at most once."""
-        from mailer.render import Renderer
+        from mailer.content.render import Renderer
 
         s = self.settings
         return Renderer(
@@ -107,8 +107,8 @@ class Runtime:
         secret = db.installation_secret(session, self.settings.secret_key)
 
         def build() -> Composer:
-            from mailer.compose import Composer
-            from mailer.message import Sender
+            from mailer.content.compose import Composer
+            from mailer.content.message import Sender
             from mailer.tokens import Tokens
 
             return Composer(

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from mailer.db import normalize_url
+from mailer.store.db import normalize_url
 from mailserver import MailServer
 
 PG_URL = os.environ.get("REKINDLE_TEST_DATABASE_URL")

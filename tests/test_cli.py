@@ -117,7 +117,7 @@ RENDERING = (
     "premailer",
     "email_validator",
     "itsdangerous",
-    "mailer.render",
+    "mailer.content.render",
 )
 _LOADED = """
 import sys
@@ -150,7 +150,7 @@ def test_an_idle_send_loads_no_rendering_and_a_due_one_does(env):
     assert _loaded(env, "send", "--now", ADDED) == ("0", [])
     code, modules = _loaded(env, "send", "--now", IN_WINDOW)
     assert code == "0"
-    assert "mailer.render" in modules and "jinja2" in modules, modules
+    assert "mailer.content.render" in modules and "jinja2" in modules, modules
 
 
 _COMMAND_MODULES = (

@@ -15,8 +15,8 @@ import pytest
 from premailer import Premailer
 
 from clirun import run, script
-from mailer.course import default_course_dir, load_course
-from mailer.render import Recipient, Renderer
+from mailer.content.course import default_course_dir, load_course
+from mailer.content.render import Recipient, Renderer
 from mailer.runtime import Runtime
 
 TITLES = [

@@ -21,12 +21,12 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from clirun import SCRIPT, add, listed, run
-from mailer import runs
-from mailer.attempt import SendReport
-from mailer.course import default_course_dir
+from mailer.content.course import default_course_dir
 from mailer.daemon import MAX_BACKOFF, SendLoop
 from mailer.errors import CourseError, TemporaryError
 from mailer.runtime import Runtime
+from mailer.send import run as runs
+from mailer.send.attempt import SendReport
 from mailserver import MailServer, free_port
 
 # A Monday; every subscriber is in UTC, so lesson 1 is due at 09:00 that morning.

@@ -12,8 +12,9 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from clirun import run, script
-from mailer import db, ledger
-from mailer.models import Delivery, DeliveryStatus
+from mailer.ledger import rows as ledger
+from mailer.store import db
+from mailer.store.models import Delivery, DeliveryStatus
 from mailserver import GreetingRefuser, MailServer, free_port, password_checker
 from subscribers.models import Subscriber
 

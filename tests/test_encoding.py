@@ -8,10 +8,10 @@ from email.header import decode_header, make_header
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from mailer import rfc2047
-from mailer.course import load_course
-from mailer.message import EncodedSlots
-from mailer.render import Recipient, Renderer
+from mailer.content import rfc2047
+from mailer.content.course import load_course
+from mailer.content.message import EncodedSlots
+from mailer.content.render import Recipient, Renderer
 
 RENDERER = Renderer(load_course(None), postal_address="1 Example Street", base_url="https://x.org")
 KEYS = [lesson.key for lesson in RENDERER.course.lessons] + ["confirm", "welcome"]

@@ -23,9 +23,9 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from clirun import run, script
-from mailer.course import load_course
-from mailer.message import MessageBuilder, Sender, address_header, header
-from mailer.render import Renderer
+from mailer.content.course import load_course
+from mailer.content.message import MessageBuilder, Sender, address_header, header
+from mailer.content.render import Renderer
 from mailer.tokens import Tokens
 from mailserver import LESSON_HEADERS, MailServer, Received
 

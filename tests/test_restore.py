@@ -18,7 +18,7 @@ from sqlalchemy.engine import make_url
 import clirun
 from clirun import listed, run, script
 from conftest import PG_URL
-from mailer.db import normalize_url
+from mailer.store.db import normalize_url
 from subscribers.models import Status
 
 ADDED = "2026-03-02T07:00:00+00:00"  # a Monday, before the 09:00-20:00 window

@@ -9,10 +9,10 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import text
 
-import mailer.models  # noqa: F401  (registers the ledger tables)
+import mailer.store.models  # noqa: F401  (registers the ledger tables)
 from clirun import run
-from mailer import db
-from mailer.migrations import HEAD
+from mailer.store import db
+from mailer.store.migrations import HEAD
 from subscribers.models import Base
 
 

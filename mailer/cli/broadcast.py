@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from mailer import broadcasts
+from mailer.app import broadcasts
 from mailer.cli.output import print_json, table
 from mailer.errors import InvalidInput
 from mailer.runtime import Runtime
@@ -137,7 +137,7 @@ def preview(rt: Runtime, broadcast_id: int, as_text: bool) -> None:
     \b
         rekindle-mail broadcast preview 3 --text
     """
-    from mailer.checks import sample_message
+    from mailer.content.checks import sample_message
 
     with rt.session() as session:
         broadcast = broadcasts.get(session, broadcast_id)

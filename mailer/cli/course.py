@@ -6,8 +6,9 @@ from pathlib import Path
 
 import click
 
-from mailer import checks, enrolment, progress
+from mailer.app import enrolment, progress
 from mailer.cli.output import print_json, table, warn
+from mailer.content import checks
 from mailer.errors import NotFound, TransportUnavailable
 from mailer.runtime import Runtime
 from mailer.transport import DeliveryError, TemporaryFailure

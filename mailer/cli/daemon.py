@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import click
 
-from mailer import runs
-from mailer.attempt import SendReport
 from mailer.cli.output import log_to_stderr
 from mailer.daemon import SendLoop, install_signal_handlers
 from mailer.runtime import Runtime
+from mailer.send import run as runs
+from mailer.send.attempt import SendReport
 
 pass_runtime = click.make_pass_decorator(Runtime)
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-from mailer import db
 from mailer.runtime import Runtime
+from mailer.store import db
 
 pass_runtime = click.make_pass_decorator(Runtime)
 

@@ -8,12 +8,14 @@ from typing import Any
 
 import click
 
-from mailer import failures, reports, runs
-from mailer.attempt import SendReport
+from mailer.app import failures
 from mailer.cli.output import interactive, print_json, table, warn
 from mailer.errors import TransportUnavailable
-from mailer.models import DeliveryStatus
+from mailer.reports import summary as reports
 from mailer.runtime import Runtime
+from mailer.send import run as runs
+from mailer.send.attempt import SendReport
+from mailer.store.models import DeliveryStatus
 
 pass_runtime = click.make_pass_decorator(Runtime)
 # What each count of `status` means (as the README's "What `status` and `send` count" says).

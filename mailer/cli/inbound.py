@@ -9,12 +9,13 @@ from typing import BinaryIO
 import click
 from sqlalchemy.exc import SQLAlchemyError
 
-from mailer import dispatch, inbound
 from mailer.cli.output import log_to_stderr
 from mailer.errors import DatabaseError, TemporaryError, TransportUnavailable, describe
-from mailer.imap import ImapMailbox
+from mailer.inbound import handle as inbound
+from mailer.inbound.mailbox import ImapMailbox
 from mailer.masking import url_passwords
 from mailer.runtime import Runtime
+from mailer.send import lessons as dispatch
 
 log = logging.getLogger("rekindle.inbound")
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import click
 
-from mailer import progress, reports
+from mailer.app import progress
 from mailer.cli.subscribers import group
+from mailer.reports import summary as reports
 from mailer.runtime import Runtime
 
 pass_runtime = click.make_pass_decorator(Runtime)

@@ -11,11 +11,13 @@ from typing import IO
 import click
 from sqlalchemy.orm import Session
 
-from mailer import dispatch, enrolment, reports, signup
+from mailer.app import enrolment, signup
 from mailer.cli.output import print_json, table
 from mailer.errors import Conflict, InvalidInput, NotFound
 from mailer.files import private_file
+from mailer.reports import summary as reports
 from mailer.runtime import Runtime
+from mailer.send import lessons as dispatch
 from subscribers import csvfile
 from subscribers.models import Status
 from subscribers.validation import normalize_email

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from mailer.config import Settings
-from mailer.relays import Relay
+from typing import TYPE_CHECKING
+
 from mailer.transport.base import (
     DeliveryError,
     MessageRefused,
@@ -12,15 +12,18 @@ from mailer.transport.base import (
     Transport,
     Withdrawn,
 )
-from mailer.transport.maildir import MaildirTransport
-from mailer.transport.smtp import SmtpTransport
+
+if TYPE_CHECKING:
+    from mailer.config import Settings
+    from mailer.transport.relays import Relay
+
+# smtplib and ssl load only when a transport is opened: reading the settings (which
+# parse smtp_url's relays, mailer.transport.relays) must not pay for them.
 
 __all__ = [
     "DeliveryError",
-    "MaildirTransport",
     "MessageRefused",
     "RecipientRefused",
-    "SmtpTransport",
     "TemporaryFailure",
     "Transport",
     "Withdrawn",
@@ -32,7 +35,11 @@ def open_transport(settings: Settings, relay: Relay | None = None) -> Transport:
     """A transport to `relay` (default: smtp_url's first relay), else the Maildir `outbox`."""
     relay = relay or (settings.relays[0] if settings.relays else None)
     if relay is not None:
+        from mailer.transport.smtp import SmtpTransport
+
         return SmtpTransport(
             relay.url, password=settings.smtp_password, ca_file=settings.tls_ca_file
         )
+    from mailer.transport.maildir import MaildirTransport
+
     return MaildirTransport(settings.outbox)

@@ -7,7 +7,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Protocol, Self
 
 if TYPE_CHECKING:
-    from mailer.message import Outgoing
+    from mailer.content.message import Outgoing
 
 
 class DeliveryError(Exception):

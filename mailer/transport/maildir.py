@@ -15,7 +15,7 @@ from mailer.errors import TransportUnavailable
 from mailer.files import DIR_MODE, FILE_MODE, private_dir
 
 if TYPE_CHECKING:
-    from mailer.message import Outgoing
+    from mailer.content.message import Outgoing
 
 _COUNTER = itertools.count(1)  # unique names for messages stored in the same microsecond
 

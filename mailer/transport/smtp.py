@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING, Self
 from urllib.parse import unquote, urlsplit
 
 from mailer.errors import ConfigError, TransportUnavailable, describe
-from mailer.relays import DEFAULT_PORTS
 from mailer.transport.base import MessageRefused, RecipientRefused, TemporaryFailure, Withdrawn
+from mailer.transport.relays import DEFAULT_PORTS
 
 if TYPE_CHECKING:
-    from mailer.message import Outgoing
+    from mailer.content.message import Outgoing
 
 CONNECT_TIMEOUT = 30.0
 # RFC 5321 §4.5.3.2: up to 10 minutes for the reply to the final dot; a shorter

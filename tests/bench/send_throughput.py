@@ -58,7 +58,7 @@ def database(url: str | None, workdir: Path) -> Iterator[str]:
     from sqlalchemy import create_engine, text
     from sqlalchemy.engine import make_url
 
-    from mailer.db import normalize_url
+    from mailer.store.db import normalize_url
 
     schema = f"bench_{uuid.uuid4().hex[:10]}"
     admin = create_engine(normalize_url(url))
@@ -213,7 +213,7 @@ def naive_rate(url: str, env: dict[str, str], count: int) -> float:
 
 
 def _sample_recipient():  # type: ignore[no-untyped-def]
-    from mailer.render import Recipient
+    from mailer.content.render import Recipient
 
     return Recipient(
         first_name="Sample",

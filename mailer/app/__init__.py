@@ -1,0 +1,1 @@
+"""Service functions for subscribers and broadcasts, called by the front-ends."""

@@ -1,0 +1,1 @@
+"""The course content: manifest, rendering, messages and their headers."""

@@ -1,0 +1,105 @@
+"""Composes a subscriber's lesson message from the run-wide renderer, tokens and sender."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from email.utils import make_msgid
+
+from mailer.content.message import MessageBuilder, Outgoing, Sender
+from mailer.content.render import Renderer
+from mailer.tokens import Tokens
+
+# A confirmation carries no unconfirmed name (README, "People joining and leaving on
+# their own"): whoever typed the address may not be its owner, so it greets "Hi there"
+# and its To header is the bare address. Names are used once the person confirms.
+UNCONFIRMED_GREETING = "there"
+
+
+def first_name(name: str | None, fallback: str) -> str:
+    """The first word of the subscriber's name, or the course's friendly fallback."""
+    words = (name or "").split()
+    return words[0] if words else fallback
+
+
+class Composer:
+    """Builds messages; everything but the per-recipient parts is done once per run."""
+
+    def __init__(self, renderer: Renderer, tokens: Tokens, sender: Sender, base_url: str) -> None:
+        self.renderer = renderer
+        self.tokens = tokens
+        self.sender = sender
+        self.base_url = base_url.rstrip("/")
+        self._builders: dict[str, MessageBuilder] = {}
+
+    def builder(self, key: str) -> MessageBuilder:
+        """The message builder for `key` ('lesson-3', 'confirm'), rendered on first use."""
+        if key not in self._builders:
+            content = self.renderer.message(key)
+            self._builders[key] = MessageBuilder(self.sender, key, content.subject, content)
+        return self._builders[key]
+
+    def message_id(self, subscriber_id: int, key: str, course_round: int = 1) -> str:
+        """The ledger Message-ID of (subscriber, key); a course taken again gets new ones."""
+        tag = key if course_round == 1 else f"r{course_round}/{key}"
+        return self.tokens.message_id(subscriber_id, tag, self.sender.domain)
+
+    def unsubscribe_url(self, subscriber_id: int, email: str) -> str:
+        """The one-click unsubscribe link for a subscriber."""
+        return f"{self.base_url}/unsubscribe/{self.tokens.unsubscribe(subscriber_id, email)}"
+
+    def confirm_url(self, subscriber_id: int, email: str) -> str:
+        """The double opt-in link for a pending subscriber."""
+        return f"{self.base_url}/confirm/{self.tokens.confirm(subscriber_id, email)}"
+
+    def compose(
+        self,
+        key: str,
+        *,
+        subscriber_id: int | None,
+        email: str,
+        name: str | None,
+        date: datetime,
+        message_id: str | None = None,
+    ) -> Outgoing:
+        """Message `key` for one recipient; without a subscriber id it is a test message."""
+        builder = self.builder(key)
+        greeting = first_name(name, self.renderer.course.name_fallback)
+        if key == "confirm":
+            name, greeting = None, UNCONFIRMED_GREETING
+        if subscriber_id is None:
+            message_id = message_id or make_msgid("test", domain=self.sender.domain)
+            subscriber_id = 0
+            envelope = self.sender.envelope(None)
+        else:
+            message_id = message_id or self.message_id(subscriber_id, key)
+            envelope = self.sender.envelope(self.tokens.verp(subscriber_id, key))
+        return builder.build(
+            email=email,
+            name=name,
+            first_name=greeting,
+            message_id=message_id,
+            unsubscribe_url=self.unsubscribe_url(subscriber_id, email),
+            confirm_url=self.confirm_url(subscriber_id, email) if key == "confirm" else "",
+            date=date,
+            envelope_sender=envelope,
+        )
+
+    def lesson(
+        self,
+        week: int,
+        *,
+        subscriber_id: int | None,
+        email: str,
+        name: str | None,
+        date: datetime,
+        message_id: str | None = None,
+    ) -> Outgoing:
+        """Lesson `week` for one recipient; without a subscriber id it is a test message."""
+        return self.compose(
+            self.renderer.course.lesson(week).key,
+            subscriber_id=subscriber_id,
+            email=email,
+            name=name,
+            date=date,
+            message_id=message_id,
+        )

@@ -1,0 +1,1 @@
+"""Mail to the list: commands, bounce reports and their proof, the IMAP mailbox."""

@@ -1,0 +1,1 @@
+"""The delivery ledger: every write to the deliveries table happens here."""

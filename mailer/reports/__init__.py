@@ -1,0 +1,1 @@
+"""Read-only reports: status, subscriber lists and histories."""

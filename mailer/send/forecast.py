@@ -1,0 +1,160 @@
+"""What a `send` run would deliver at an instant, by message key: the forecast `status` shows.
+
+It follows the run's own rules without claiming, rendering or writing anything:
+a lesson goes when its subscriber's cursor says it is due, their send window
+is open and its ledger row (if any) may be claimed (`claims.claimable`); a
+queued message (a confirmation, a welcome, a reminder, a broadcast) goes when
+it is ready (`queued.ready`), inside the window if it needs one
+(`queued.WINDOWED`), unless its subscriber may no longer have it
+(`queued.refusal`: the run would cancel it). Everything else due within the
+next 24 hours, or due but waiting for a window or a retry time, is "later".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import String, case, cast, func, literal, select
+from sqlalchemy.orm import Session
+
+from mailer.ledger import claims
+from mailer.ledger import rows as ledger
+from mailer.ledger.record import DELIVERIES
+from mailer.send import notices as queued
+from mailer.store.models import Delivery, DeliveryStatus
+from subscribers.models import Status, Subscriber
+
+if TYPE_CHECKING:
+    from mailer.content.course import Course
+    from mailer.timing import SendWindow
+
+HORIZON = timedelta(hours=24)
+NOW, LATER = "now", "next_24h"
+
+
+@dataclass(frozen=True)
+class _Reader:
+    """What `queued.refusal` asks of a subscriber, from one group of the forecast's query."""
+
+    status: str
+    reminders: bool
+    next_lesson: int | None
+    next_due_at: datetime | None
+
+
+def due(
+    session: Session, now: datetime, window: SendWindow, course: Course
+) -> dict[str, dict[str, int]]:
+    """For each key, how many messages a run at `now` sends ("now") and how many go out
+    later within the next 24 hours ("next_24h")."""
+    found: dict[str, dict[str, int]] = {}
+
+    def count(key: str, bucket: str, n: int) -> None:
+        found.setdefault(key, {NOW: 0, LATER: 0})[bucket] += n
+
+    for key, bucket, n in _lessons(session, now, window, course):
+        count(key, bucket, n)
+    for key, bucket, n in _queued(session, now, window, course):
+        count(key, bucket, n)
+    return found
+
+
+def _lessons(
+    session: Session, now: datetime, window: SendWindow, course: Course
+) -> list[tuple[str, str, int]]:
+    """Course lessons from the subscribers' cursors, grouped by zone, key and what blocks them."""
+    cursor = func.coalesce(Subscriber.next_lesson, 1)
+    week = case((cursor > course.total, course.total), else_=cursor)
+    key = literal("lesson-") + cast(week, String)
+    c = DELIVERIES.c
+    # The lesson's ledger row when it may not be claimed now (at most one per key).
+    blocking = (
+        select(c.status)
+        .where(
+            c.subscriber_id == Subscriber.id,
+            c.key == key,
+            ~claims.claimable(now, ledger.wall_clock()),
+        )
+        .scalar_subquery()
+    )
+    each = (
+        select(
+            Subscriber.timezone.label("zone"),
+            key.label("key"),
+            case((Subscriber.next_due_at <= now, 1), else_=0).label("due_now"),
+            blocking.label("blocked"),
+        )
+        .where(Subscriber.status == Status.ACTIVE, Subscriber.next_due_at <= now + HORIZON)
+        .subquery()
+    )
+    groups = (each.c.zone, each.c.key, each.c.due_now, each.c.blocked)
+    rows = session.execute(select(*groups, func.count()).group_by(*groups)).all()
+    out = []
+    for zone, lesson, due_now, blocked, n in rows:
+        if blocked is None:
+            ready = bool(due_now) and window.is_open(now, ZoneInfo(zone))
+            out.append((lesson, NOW if ready else LATER, n))
+        elif blocked == DeliveryStatus.DEFERRED:
+            out.append((lesson, LATER, n))  # tried and put off: retried after its backoff
+        # sent or failed (the run moves the cursor on), or being sent by another run: not due
+    return out
+
+
+def _queued(
+    session: Session, now: datetime, window: SendWindow, course: Course
+) -> list[tuple[str, str, int]]:
+    """Queued messages ready by the horizon, grouped by what decides whether and when they go."""
+    at = func.coalesce(Delivery.next_attempt_at, Delivery.due_at)
+    ready = case((queued.ready(now), 1), else_=0)
+    lesson_due = case((Subscriber.next_due_at <= now, 1), else_=0)
+    groups: list[Any] = [
+        Subscriber.timezone,
+        Delivery.key,
+        ready,
+        Subscriber.status,
+        Subscriber.reminders,
+        Subscriber.next_lesson,
+        lesson_due,
+    ]
+    rows = session.execute(
+        select(*groups, func.count())
+        .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
+        .where(
+            Delivery.status.in_((DeliveryStatus.QUEUED, DeliveryStatus.DEFERRED)),
+            ~Delivery.key.like("lesson-%"),
+            at <= now + HORIZON,
+        )
+        .group_by(*groups)
+    ).all()
+    out = []
+    for row in rows:
+        zone, key, is_ready, status, reminders, next_lesson, lesson_is_due, n = tuple(row)
+        reader = _Reader(status, bool(reminders), next_lesson, now if lesson_is_due else None)
+        if queued.refusal(key, reader, course, now) is not None:
+            continue  # the run cancels it instead of sending it
+        goes = bool(is_ready) and (
+            not key.startswith(queued.WINDOWED) or window.is_open(now, ZoneInfo(zone))
+        )
+        out.append((key, NOW if goes else LATER, n))
+    return out
+
+
+def next_due(session: Session, now: datetime) -> datetime | None:
+    """The earliest time after `now` at which a lesson or a queued message falls due."""
+    lesson = session.scalar(
+        select(func.min(Subscriber.next_due_at)).where(
+            Subscriber.status == Status.ACTIVE, Subscriber.next_due_at > now
+        )
+    )
+    at = func.coalesce(Delivery.next_attempt_at, Delivery.due_at)
+    waiting = session.scalar(
+        select(func.min(at)).where(
+            Delivery.status.in_((DeliveryStatus.QUEUED, DeliveryStatus.DEFERRED)),
+            ~Delivery.key.like("lesson-%"),
+            at > now,
+        )
+    )
+    return min((t for t in (lesson, waiting) if t is not None), default=None)

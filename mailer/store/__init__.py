@@ -1,0 +1,1 @@
+"""Storage: the database engine and schema, the ledger's tables, migrations."""

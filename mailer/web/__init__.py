@@ -1,0 +1,1 @@
+"""The web face (front-end): the app factory, its pages and their guards."""
