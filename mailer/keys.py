@@ -17,7 +17,7 @@ from datetime import timedelta
 from functools import cache
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, not_, or_
+from sqlalchemy import ColumnElement, String, and_, cast, literal, not_, or_
 
 _KEY = re.compile(r"\A(?:r([1-9][0-9]{0,5})/)?([a-z]+)(?:-([1-9][0-9]{0,9}))?\Z")
 
@@ -46,7 +46,7 @@ class MessageKey:
 
     kind: Kind
     number: int | None = None
-    round: int = 1  # the time through the course; earlier rounds are history
+    round: int | None = None  # None: the current round; n: filed away from round n
 
     def __post_init__(self) -> None:
         if (self.kind in NUMBERED) != (self.number is not None):
@@ -62,7 +62,7 @@ class MessageKey:
             raise ValueError(f"not a message key: {text!r}")
         round_, kind, number = found.groups()
         try:
-            return cls(Kind(kind), int(number) if number else None, int(round_ or 1))
+            return cls(Kind(kind), int(number) if number else None, int(round_) if round_ else None)
         except ValueError:
             raise ValueError(f"not a message key: {text!r}") from None
 
@@ -93,7 +93,7 @@ class MessageKey:
         return LIFETIME.get(self.kind, DEFAULT_LIFETIME)
 
     def archived(self, round_: int) -> MessageKey:
-        """This key as kept in the history of course round `round_`."""
+        """This key as filed away in the history of course round `round_` (`r<n>/<key>`)."""
         return MessageKey(self.kind, self.number, round_)
 
     @property
@@ -103,24 +103,36 @@ class MessageKey:
 
 
 @cache
-def _format(kind: Kind, number: int | None, round_: int) -> str:
+def _format(kind: Kind, number: int | None, round_: int | None) -> str:
     text = f"{kind}-{number}" if number is not None else str(kind)
-    return text if round_ == 1 else f"r{round_}/{text}"
+    return text if round_ is None else f"r{round_}/{text}"
 
 
 def lesson(week: int) -> str:
     """The ledger key of week `week`'s lesson."""
-    return _format(Kind.LESSON, week, 1)
+    return _format(Kind.LESSON, week, None)
 
 
 def reminder(week: int) -> str:
     """The ledger key of week `week`'s mid-week nudge."""
-    return _format(Kind.REMINDER, week, 1)
+    return _format(Kind.REMINDER, week, None)
 
 
 def broadcast(broadcast_id: int) -> str:
     """The ledger key of broadcast `broadcast_id`."""
-    return _format(Kind.BROADCAST, broadcast_id, 1)
+    return _format(Kind.BROADCAST, broadcast_id, None)
+
+
+@cache
+def in_round(key: str, round_: int) -> str:
+    """`key` as its Message-ID names it in course round `round_` (`r<n>/<key>` from the
+    second round on, so a course taken again gets new Message-IDs)."""
+    return key if round_ == 1 else str(MessageKey.parse(key).archived(round_))
+
+
+def lesson_sql(week: Any) -> Any:
+    """SQL: the key of the lesson whose week is the expression `week`."""
+    return literal(f"{Kind.LESSON}-") + cast(week, String)
 
 
 CONFIRM = str(Kind.CONFIRM)
@@ -156,5 +168,5 @@ def sort_key(text: str) -> tuple[str, int]:
     key = MessageKey.read(text)
     if key is None or key.number is None:
         return (text, 0)
-    kind = str(key.kind) if key.round == 1 else f"r{key.round}/{key.kind}"
+    kind = str(key.kind) if key.round is None else f"r{key.round}/{key.kind}"
     return (kind, key.number)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import cached_property
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
@@ -20,6 +20,9 @@ if TYPE_CHECKING:
     from mailer.content.compose import Composer
     from mailer.content.course import Course
     from mailer.content.render import Renderer
+    from mailer.send.context import SendPolicy
+    from mailer.send.pipeline import Lane
+    from mailer.send.report import SendReport
     from mailer.transport import Transport
     from mailer.transport.relays import Relay
 
@@ -68,13 +71,8 @@ class Runtime:
 
     @contextmanager
     def pinned_session(self) -> Iterator[Session]:
-        """A session that keeps one connection from start to end.
-
-        A plain session hands its connection back to the pool at every commit and
-        checks one out (and, on PostgreSQL, pings it: a round trip) at the next
-        statement. A send run commits hundreds of times a second, so it keeps its own.
-        """
-        with self.engine.connect() as connection, db.sessions(connection)() as session:
+        """A session that keeps one connection from start to end (mailer.store.db)."""
+        with db.pinned_session(self.engine) as session:
             yield session
 
     @cached_property
@@ -125,6 +123,54 @@ class Runtime:
         from mailer.transport import open_transport
 
         return open_transport(self.settings, relay)
+
+    def send_policy(self) -> SendPolicy:
+        """How a send run sends: the send window, the pace, the claim lease."""
+        from mailer.send.context import SendPolicy
+
+        s = self.settings
+        return SendPolicy(s.send_window, s.rate_limit, timedelta(seconds=s.claim_lease))
+
+    def lanes(self, connections: int | None = None) -> list[Lane]:
+        """One lane per relay in `smtp_url` (or the outbox), each with its connections."""
+        from mailer.send.pipeline import Lane
+
+        connections = connections or self.settings.smtp_connections
+        relays = self.settings.relays
+        if not relays:
+            return [Lane("outbox", [self.transport() for _ in range(connections)])]
+        return [
+            Lane(
+                relay.name,
+                [self.transport(relay) for _ in range(relay.connections or connections)],
+                relay.rate,
+                relay.daily,
+            )
+            for relay in relays
+        ]
+
+    def send_run(
+        self,
+        now: datetime,
+        *,
+        dry_run: bool = False,
+        progress: Any = None,
+        stop: Callable[[], bool] | None = None,
+        connections: int | None = None,
+    ) -> SendReport:
+        """One send run with this installation's database, relays, course and settings."""
+        from mailer.send.run import send_run
+
+        return send_run(
+            self.engine,
+            self.lanes(1 if dry_run else connections),
+            self.composer_later,
+            self.send_policy(),
+            now,
+            dry_run=dry_run,
+            progress=progress,
+            stop=stop,
+        )
 
     def now(self, override: str | None = None) -> datetime:
         """The clock: --now, else REKINDLE_NOW, else the real time (always UTC)."""

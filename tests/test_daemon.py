@@ -25,8 +25,7 @@ from mailer.content.course import default_course_dir
 from mailer.daemon import MAX_BACKOFF, SendLoop
 from mailer.errors import CourseError, TemporaryError
 from mailer.runtime import Runtime
-from mailer.send import run as runs
-from mailer.send.attempt import SendReport
+from mailer.send.report import SendReport
 from mailserver import MailServer, free_port
 
 # A Monday; every subscriber is in UTC, so lesson 1 is due at 09:00 that morning.
@@ -88,7 +87,7 @@ def real_tick(rt: Runtime, calls: list[int] | None = None) -> Callable[..., Send
     def tick(stop: Callable[[], bool]) -> SendReport:
         if calls is not None:
             calls.append(1)
-        return runs.send_run(rt, NOW, stop=stop)
+        return rt.send_run(NOW, stop=stop)
 
     return tick
 
@@ -374,7 +373,7 @@ def test_stop_ends_the_run_between_messages(
                 loop.stop()
             return stop()
 
-        report = runs.send_run(rt, NOW, stop=stop_after_first_message)
+        report = rt.send_run(NOW, stop=stop_after_first_message)
         reports.append(report)
         return report
 

@@ -12,7 +12,9 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from clirun import run, script
-from mailer.ledger import rows as ledger
+from mailer.ledger import claims, record
+from mailer.ledger.batch import new_batch
+from mailer.ledger.rules import LEASE, Claim, Unavailable
 from mailer.store import db
 from mailer.store.models import Delivery, DeliveryStatus
 from mailserver import GreetingRefuser, MailServer, free_port, password_checker
@@ -129,8 +131,20 @@ def test_dry_run_reports_what_is_due_but_sends_and_records_nothing(db_env, smtp_
     assert len(smtp_server.messages) == 2
 
 
+def claim(session, sub_id, key, message_id, due, now):
+    """Claim one lesson the way a run does (a batch of one)."""
+    batch = new_batch(None, LEASE)  # no run owns it: only its lease says when it ends
+    return claims.claim_lessons(session, batch, [(sub_id, key, message_id, due)], now)[sub_id]
+
+
+def mark_sent(session, got, sub_id, now):
+    """Record a 250 for a claimed lesson the way a run does; True if it was marked."""
+    accepted = [record.Accepted(got.delivery_id, got.token, sub_id)]
+    return got.delivery_id in record.record_accepted(session.connection(), accepted, now)
+
+
 def test_claim_is_exclusive_and_a_sent_key_cannot_be_claimed_again(db_env):
-    """ledger.claim twice for one (subscriber, key) gives Unavailable; after mark_sent, 'sent'."""
+    """Claiming one (subscriber, key) twice gives Unavailable; once it is sent, 'sent'."""
     add(db_env, "ada@example.org")
     engine = db.make_engine(db_env["REKINDLE_DATABASE_URL"])
     make_session = db.sessions(engine)
@@ -140,17 +154,17 @@ def test_claim_is_exclusive_and_a_sent_key_cannot_be_claimed_again(db_env):
             one.commit()
             assert sub_id is not None
             mid = "<lesson-1.test@example.org>"
-            got = ledger.claim(one, sub_id, "lesson-1", mid, DUE_1, MONDAY)
-            assert isinstance(got, ledger.Claim)
+            got = claim(one, sub_id, "lesson-1", mid, DUE_1, MONDAY)
+            assert isinstance(got, Claim)
 
-            again = ledger.claim(two, sub_id, "lesson-1", mid, DUE_1, MONDAY)
-            assert isinstance(again, ledger.Unavailable)
+            again = claim(two, sub_id, "lesson-1", mid, DUE_1, MONDAY)
+            assert isinstance(again, Unavailable)
             assert again.status == DeliveryStatus.SENDING
 
-            assert ledger.mark_sent(one, got, MONDAY)
+            assert mark_sent(one, got, sub_id, MONDAY)
             one.commit()
-            after = ledger.claim(two, sub_id, "lesson-1", mid, DUE_1, MONDAY + WEEK)
-            assert isinstance(after, ledger.Unavailable)
+            after = claim(two, sub_id, "lesson-1", mid, DUE_1, MONDAY + WEEK)
+            assert isinstance(after, Unavailable)
             assert after.status == "sent"
             assert after.sent_at == MONDAY
 
@@ -185,8 +199,8 @@ def test_a_live_claim_held_elsewhere_keeps_send_from_delivering_that_key(db_env,
                 select(Subscriber.id).where(Subscriber.email == "ada@example.org")
             )
             assert sub_id is not None
-            got = ledger.claim(session, sub_id, "lesson-1", "<x@example.org>", DUE_1, MONDAY)
-            assert isinstance(got, ledger.Claim)
+            got = claim(session, sub_id, "lesson-1", "<x@example.org>", DUE_1, MONDAY)
+            assert isinstance(got, Claim)
     finally:
         engine.dispose()
     report = send(db_env, MONDAY)

@@ -6,12 +6,18 @@ import re
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from mailer import keys
+from mailer.config import Settings
+from mailer.content.checks import sample_message
 from mailer.content.compose import Composer
+from mailer.content.render import Renderer
 from mailer.errors import Conflict, InvalidInput, NotFound
+from mailer.keys import Kind
+from mailer.ledger import queue as ledger_queue
 from mailer.reports.summary import iso
 from mailer.store.models import Broadcast, Delivery, DeliveryStatus
 from subscribers.models import Status, Subscriber
@@ -21,17 +27,19 @@ SEGMENTS = {
     "completed": (Status.COMPLETED,),
     "all": (Status.ACTIVE, Status.PAUSED, Status.COMPLETED),
 }
-BATCH = 1000
 _LINE_BREAK = re.compile(r"[\r\n\x00]")
+DRAFT = "broadcast draft"  # the renderer's name for a body checked before it has an id
 
 
 def key_of(broadcast_id: int) -> str:
     """The ledger key of a broadcast."""
-    return f"broadcast-{broadcast_id}"
+    return keys.broadcast(broadcast_id)
 
 
-def create(session: Session, subject: str, body: str, segment: str, now: datetime) -> Broadcast:
-    """Store a new broadcast (not yet queued); commits."""
+def create(
+    session: Session, renderer: Renderer, subject: str, body: str, segment: str, now: datetime
+) -> Broadcast:
+    """Store a new broadcast (not yet queued) once its body renders; commits."""
     subject = subject.strip()
     if not subject or _LINE_BREAK.search(subject) or len(subject) > 200:
         raise InvalidInput("the subject must be one line of 1 to 200 characters")
@@ -39,10 +47,21 @@ def create(session: Session, subject: str, body: str, segment: str, now: datetim
         raise InvalidInput("the body is empty")
     if segment not in SEGMENTS:
         raise InvalidInput(f"unknown segment {segment!r}: use {', '.join(SEGMENTS)}")
+    renderer.draft(DRAFT, subject, body)  # a broken or hostile body stops here
     broadcast = Broadcast(subject=subject, body=body, segment=segment, created_at=now, recipients=0)
     session.add(broadcast)
     session.commit()
     return broadcast
+
+
+def preview(
+    session: Session, renderer: Renderer, settings: Settings, broadcast_id: int
+) -> tuple[str, str]:
+    """Broadcast `broadcast_id` as a sample subscriber sees it: (text part, HTML part)."""
+    broadcast = get(session, broadcast_id)
+    key = key_of(broadcast.id)
+    renderer.broadcast(key, broadcast.subject, broadcast.body)
+    return sample_message(renderer, settings, key)
 
 
 def get(session: Session, broadcast_id: int) -> Broadcast:
@@ -65,6 +84,7 @@ def queue(
             f"for {broadcast.recipients} subscribers"
         )
     key = key_of(broadcast_id)
+    composer.renderer.broadcast(key, broadcast.subject, broadcast.body)  # renders before queueing
     try:
         total = _insert_rows(session, composer, broadcast, key, send_at, now)
         broadcast.queued_at = now
@@ -85,34 +105,17 @@ def _insert_rows(
     send_at: datetime,
     now: datetime,
 ) -> int:
-    """One queued ledger row per subscriber in the segment, inserted in batches."""
+    """One queued ledger row per subscriber in the segment."""
     query = (
         select(Subscriber.id)
         .where(Subscriber.status.in_(SEGMENTS[broadcast.segment]))
         .order_by(Subscriber.id)
     )
-    total = 0
-    batch: list[dict[str, Any]] = []
-    for subscriber_id in session.scalars(query).all():
-        batch.append(
-            {
-                "subscriber_id": subscriber_id,
-                "key": key,
-                "status": DeliveryStatus.QUEUED,
-                "message_id": composer.message_id(subscriber_id, key),
-                "due_at": send_at,
-                "attempts": 0,
-                "updated_at": now,
-            }
-        )
-        if len(batch) >= BATCH:
-            session.execute(insert(Delivery), batch)
-            total += len(batch)
-            batch = []
-    if batch:
-        session.execute(insert(Delivery), batch)
-        total += len(batch)
-    return total
+    recipients = (
+        (subscriber_id, composer.message_id(subscriber_id, key))
+        for subscriber_id in session.scalars(query).all()
+    )
+    return ledger_queue.enqueue_many(session, key, recipients, send_at, now)
 
 
 def overview(session: Session) -> list[dict[str, Any]]:
@@ -120,7 +123,7 @@ def overview(session: Session) -> list[dict[str, Any]]:
     counts: dict[str, dict[str, int]] = {}
     for key, status, count in session.execute(
         select(Delivery.key, Delivery.status, func.count())
-        .where(Delivery.key.like("broadcast-%"))
+        .where(keys.of_kind(Delivery.key, Kind.BROADCAST))
         .group_by(Delivery.key, Delivery.status)
     ):
         counts.setdefault(key, {})[status] = count

@@ -8,10 +8,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import delete, func, insert, or_, select, update
+from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
+from mailer import keys
 from mailer.errors import Conflict, NotFound
+from mailer.keys import Kind
+from mailer.ledger import queue
 from mailer.store.models import Delivery, DeliveryStatus
 from mailer.timing import SendWindow, first_lesson_due, next_lesson_due, resumed_due
 from subscribers.csvfile import BadRow, Row
@@ -183,7 +186,7 @@ def last_lesson_sent(session: Session, subscriber_id: int) -> datetime | None:
     return session.scalar(
         select(func.max(Delivery.sent_at)).where(
             Delivery.subscriber_id == subscriber_id,
-            or_(Delivery.key.like("lesson-%"), Delivery.key.like("r%/lesson-%")),
+            keys.of_kind(Delivery.key, Kind.LESSON, any_round=True),
             Delivery.status == DeliveryStatus.SENT,
         )
     )
@@ -204,15 +207,7 @@ def resume(session: Session, email: str, now: datetime, window: SendWindow) -> S
     earliest = earliest_next_lesson(session, sub, window)
     if sub.status == Status.BOUNCED and sub.next_lesson:
         # The operator vouches the address works again: retry the lesson that bounced.
-        session.execute(
-            update(Delivery)
-            .where(
-                Delivery.subscriber_id == sub.id,
-                Delivery.key == f"lesson-{sub.next_lesson}",
-                Delivery.status == DeliveryStatus.FAILED,
-            )
-            .values(status=DeliveryStatus.DEFERRED, next_attempt_at=None, updated_at=now)
-        )
+        queue.retry_lesson(session, sub.id, sub.next_lesson, now)
     sub.status = Status.ACTIVE
     sub.status_changed_at = now
     sub.next_lesson = sub.next_lesson or 1
@@ -236,26 +231,14 @@ def leave(session: Session, sub: Subscriber, now: datetime) -> None:
     sub.status = Status.UNSUBSCRIBED
     sub.status_changed_at = now
     sub.next_due_at = None
-    session.execute(
-        update(Delivery)
-        .where(
-            Delivery.subscriber_id == sub.id,
-            Delivery.status.in_((DeliveryStatus.QUEUED, DeliveryStatus.DEFERRED)),
-            ~Delivery.key.like("lesson-%"),
-        )
-        .values(
-            status=DeliveryStatus.CANCELLED,
-            last_error="the subscriber unsubscribed",
-            updated_at=now,
-        )
-    )
+    queue.cancel_waiting(session, sub.id, now, "the subscriber unsubscribed")
 
 
 def remove(session: Session, email: str) -> str:
     """Erase the subscriber and their delivery history (GDPR art. 17); commits."""
     sub = find_subscriber(session, email)
     address = sub.email
-    session.execute(delete(Delivery).where(Delivery.subscriber_id == sub.id))
+    queue.erase(session, sub.id)
     session.delete(sub)
     session.commit()
     return address

@@ -10,7 +10,10 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from mailer import keys
 from mailer.app.enrolment import earliest_next_lesson
+from mailer.keys import Kind, MessageKey
+from mailer.ledger import queue
 from mailer.reports.summary import iso
 from mailer.store.models import Delivery, DeliveryStatus
 from mailer.timing import SendWindow, resumed_due
@@ -75,28 +78,29 @@ def retry_failed(session: Session, now: datetime, window: SendWindow) -> Retry:
         if sub.status in (Status.BOUNCED, Status.UNSUBSCRIBED):
             result.skipped.append(f"{label} (the subscriber is {sub.status})")
             continue
-        if "/" in delivery.key:  # archived by restart or jump
+        key = MessageKey.parse(delivery.key)
+        if key.round is not None:  # archived by restart or jump
             result.skipped.append(f"{label} (from an earlier round of the course)")
             continue
-        lesson = delivery.key.startswith("lesson-")
-        if lesson and not _rewind(session, sub, delivery, now, window):
+        if key.kind == Kind.LESSON and not _rewind(session, sub, key, now, window):
             result.skipped.append(f"{label} (the course has moved on past it)")
             continue
-        _requeue(delivery, now)
+        note = f"retry requested after: {delivery.last_error or 'a failure'}"
+        queue.requeue(session, delivery.id, now, note)
         result.requeued.append(label)
     session.commit()
     return result
 
 
 def _rewind(
-    session: Session, sub: Subscriber, delivery: Delivery, now: datetime, window: SendWindow
+    session: Session, sub: Subscriber, lesson: MessageKey, now: datetime, window: SendWindow
 ) -> bool:
-    week = int(delivery.key.removeprefix("lesson-"))
+    week = lesson.week or 1
     if sub.status not in (Status.ACTIVE, Status.PAUSED, Status.COMPLETED):
         return False
     following = session.scalar(
         select(Delivery.status).where(
-            Delivery.subscriber_id == sub.id, Delivery.key == f"lesson-{week + 1}"
+            Delivery.subscriber_id == sub.id, Delivery.key == keys.lesson(week + 1)
         )
     )
     on_it = sub.next_lesson in (week + 1, None) and following is None
@@ -110,16 +114,3 @@ def _rewind(
         sub.status = Status.ACTIVE
         sub.status_changed_at = now
     return True
-
-
-def _requeue(delivery: Delivery, now: datetime) -> None:
-    lesson = delivery.key.startswith("lesson-")
-    # A lesson row is picked up by its subscriber's course; anything else by the queue.
-    delivery.status = DeliveryStatus.DEFERRED if lesson else DeliveryStatus.QUEUED
-    delivery.attempts = 0
-    delivery.next_attempt_at = None
-    delivery.due_at = now
-    delivery.last_error = f"retry requested after: {delivery.last_error or 'a failure'}"
-    delivery.claim_token = None
-    delivery.claimed_until = None
-    delivery.updated_at = now

@@ -6,13 +6,17 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from mailer import keys
 from mailer.app.enrolment import earliest_next_lesson, find_subscriber
 from mailer.content.course import Course
 from mailer.errors import Conflict
-from mailer.store.models import Delivery, DeliveryStatus
+from mailer.keys import Kind
+from mailer.ledger import queue
+from mailer.ledger.rules import WAITING
+from mailer.store.models import Delivery
 from mailer.timing import SendWindow, next_lesson_due, resumed_due
 from subscribers.models import Status, Subscriber
 
@@ -52,13 +56,13 @@ def jump(
         .select_from(Delivery)
         .where(
             Delivery.subscriber_id == sub.id,
-            Delivery.key.in_([f"lesson-{w}" for w in range(week, course.total + 1)]),
+            Delivery.key.in_([keys.lesson(w) for w in range(week, course.total + 1)]),
         )
     )
     if done:
         _archive(session, sub, from_week=week, now=now)
     else:
-        _cancel_reminders(session, sub, now)
+        queue.cancel_waiting(session, sub.id, now, "replaced", kind=Kind.REMINDER)
     if sub.status == Status.COMPLETED:
         sub.status = Status.ACTIVE
         sub.status_changed_at = now
@@ -73,7 +77,7 @@ def set_reminders(session: Session, email: str, on: bool, now: datetime) -> Subs
     sub = find_subscriber(session, email)
     sub.reminders = on
     if not on:
-        _cancel_reminders(session, sub, now)
+        queue.cancel_waiting(session, sub.id, now, "replaced", kind=Kind.REMINDER)
     session.commit()
     return sub
 
@@ -103,8 +107,8 @@ def timeline(
         for key, due in session.execute(
             select(Delivery.key, func.coalesce(Delivery.next_attempt_at, Delivery.due_at)).where(
                 Delivery.subscriber_id == sub.id,
-                Delivery.key.like("reminder-%"),
-                Delivery.status.in_((DeliveryStatus.QUEUED, DeliveryStatus.DEFERRED)),
+                keys.of_kind(Delivery.key, Kind.REMINDER),
+                Delivery.status.in_(WAITING),
             )
         )
         if reminders
@@ -136,33 +140,11 @@ def _on_course(session: Session, email: str) -> Subscriber:
 
 
 def _archive(session: Session, sub: Subscriber, *, from_week: int, now: datetime) -> None:
-    """Move this round's deliveries of lessons `from_week`.. (and their reminders) into the
-    history under 'r<round>/<key>', and begin the next round."""
-    keys = [f"{kind}-{w}" for w in range(from_week, 100) for kind in ("lesson", "reminder")]
-    rows = session.scalars(
-        select(Delivery).where(Delivery.subscriber_id == sub.id, Delivery.key.in_(keys))
-    ).all()
-    if any(row.status == DeliveryStatus.SENDING for row in rows):
+    """File this round's lessons `from_week`.. (and their reminders) away in the history
+    under 'r<round>/<key>', and begin the next round."""
+    current = [key for w in range(from_week, 100) for key in (keys.lesson(w), keys.reminder(w))]
+    if not queue.archive(session, sub.id, current, sub.course_round, now):
         raise Conflict(f"a message to {sub.email} is being sent right now; try again shortly")
-    for row in rows:
-        if row.status in (DeliveryStatus.QUEUED, DeliveryStatus.DEFERRED):
-            row.status = DeliveryStatus.CANCELLED
-            row.last_error = "replaced: the operator moved the course on"
-        row.key = f"r{sub.course_round}/{row.key}"
-        row.updated_at = now
     sub.course_round += 1
     session.flush()
-    _cancel_reminders(session, sub, now)
-
-
-def _cancel_reminders(session: Session, sub: Subscriber, now: datetime) -> None:
-    """Queued reminders of earlier lessons no longer fit the new schedule."""
-    session.execute(
-        update(Delivery)
-        .where(
-            Delivery.subscriber_id == sub.id,
-            Delivery.key.like("reminder-%"),
-            Delivery.status.in_((DeliveryStatus.QUEUED, DeliveryStatus.DEFERRED)),
-        )
-        .values(status=DeliveryStatus.CANCELLED, last_error="replaced", updated_at=now)
-    )
+    queue.cancel_waiting(session, sub.id, now, "replaced", kind=Kind.REMINDER)

@@ -3,21 +3,30 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from mailer import keys
 from mailer.app.enrolment import earliest_next_lesson, leave
-from mailer.ledger import rows as ledger
+from mailer.errors import TransportUnavailable
+from mailer.ledger import queue
+from mailer.send.immediate import deliver_now
+from mailer.send.report import SendReport
 from mailer.timing import SendWindow, first_lesson_due, resumed_due
 from mailer.tokens import Tokens
 from subscribers.models import Status, Subscriber
 from subscribers.validation import check_timezone, clean_name, normalize_email
+
+if TYPE_CHECKING:
+    from mailer.content.compose import Composer
+    from mailer.transport.base import Transport
 
 # However often a form is posted, one address gets one confirmation email a day.
 CONFIRM_INTERVAL = timedelta(hours=24)
@@ -95,11 +104,11 @@ def _request(
     elif sub.status != Status.PENDING:
         session.rollback()
         return SignupRequest(sub.id, None)
-    queued = ledger.enqueue(
+    queued = queue.enqueue(
         session,
         sub.id,
-        "confirm",
-        message_id(sub.id, "confirm"),
+        keys.CONFIRM,
+        message_id(sub.id, keys.CONFIRM),
         now,
         now,
         resend_if_sent_before=now - CONFIRM_INTERVAL,
@@ -156,7 +165,9 @@ def confirm_subscription(
     elif sub.next_lesson is not None:
         earliest = earliest_next_lesson(session, sub, window)
         sub.next_due_at = resumed_due(earliest, now, window, zone)
-    welcome = ledger.enqueue(session, sub.id, "welcome", message_id(sub.id, "welcome"), now, now)
+    welcome = queue.enqueue(
+        session, sub.id, keys.WELCOME, message_id(sub.id, keys.WELCOME), now, now
+    )
     session.commit()
     return ConfirmResult(Confirmation.CONFIRMED, welcome, sub.next_due_at, sub.timezone)
 
@@ -215,3 +226,29 @@ def unsubscribe_by_link(session: Session, tokens: Tokens, token: str, now: datet
         leave(session, sub, now)
     session.commit()
     return Unsubscribe.DONE
+
+
+def deliver_notices(
+    session: Session,
+    open_transport: Callable[[], Transport],
+    composer: Composer,
+    delivery_ids: Iterable[int | None],
+    now: datetime,
+) -> SendReport:
+    """Send queued confirmations and welcomes at once, over one connection.
+
+    The one way every front-end (the web face, `subscribers add --double-opt-in`,
+    `inbound`) sends them: if the relay cannot be reached, what is left stays
+    queued and the next `send` run delivers it; the report's `skipped` says why.
+    """
+    report = SendReport()
+    ids = [delivery_id for delivery_id in delivery_ids if delivery_id is not None]
+    if not ids:
+        return report
+    try:
+        with open_transport() as transport:
+            for delivery_id in ids:
+                deliver_now(session, transport, composer, delivery_id, now, report)
+    except TransportUnavailable as exc:
+        report.skipped = f"queued for the next send run: {exc}"
+    return report

@@ -56,9 +56,8 @@ def create(rt: Runtime, subject: str, body_file: Path, segment: str) -> None:
         body = body_file.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise InvalidInput(f"{body_file} is not UTF-8 text") from None
-    rt.renderer.broadcast("broadcast-new", subject, body)  # a broken body stops here
     with rt.session() as session:
-        broadcast = broadcasts.create(session, subject, body, segment, rt.now())
+        broadcast = broadcasts.create(session, rt.renderer, subject, body, segment, rt.now())
         click.echo(broadcast.id)
 
 
@@ -114,10 +113,7 @@ def send(rt: Runtime, broadcast_id: int, at_text: str | None) -> None:
     now = rt.now()
     send_at = parse_instant(at_text, "--at") if at_text else now
     with rt.session() as session:
-        composer = rt.composer(session)
-        broadcast = broadcasts.get(session, broadcast_id)
-        rt.renderer.broadcast(broadcasts.key_of(broadcast.id), broadcast.subject, broadcast.body)
-        queued = broadcasts.queue(session, composer, broadcast_id, send_at, now)
+        queued = broadcasts.queue(session, rt.composer(session), broadcast_id, send_at, now)
         click.echo(
             f"queued broadcast {queued.id} for {queued.recipients} subscribers "
             f"({queued.segment}); `send` delivers it from {send_at.isoformat()} "
@@ -137,11 +133,6 @@ def preview(rt: Runtime, broadcast_id: int, as_text: bool) -> None:
     \b
         rekindle-mail broadcast preview 3 --text
     """
-    from mailer.content.checks import sample_message
-
     with rt.session() as session:
-        broadcast = broadcasts.get(session, broadcast_id)
-        key = broadcasts.key_of(broadcast.id)
-        rt.renderer.broadcast(key, broadcast.subject, broadcast.body)
-    text, html = sample_message(rt.renderer, rt.settings, key)
+        text, html = broadcasts.preview(session, rt.renderer, rt.settings, broadcast_id)
     click.echo((text if as_text else html).replace("\r\n", "\n"), nl=False)

@@ -6,13 +6,11 @@ from pathlib import Path
 
 import click
 
-from mailer.app import enrolment, progress
+from mailer.app import progress, samples
 from mailer.cli.output import print_json, table, warn
 from mailer.content import checks
-from mailer.errors import NotFound, TransportUnavailable
 from mailer.runtime import Runtime
-from mailer.transport import DeliveryError, TemporaryFailure
-from subscribers.validation import clean_name, normalize_email
+from subscribers.validation import normalize_email
 
 pass_runtime = click.make_pass_decorator(Runtime)
 
@@ -159,37 +157,10 @@ def test_send(rt: Runtime, email: str, week: int | None, everything: bool) -> No
     if everything == (week is not None):
         raise click.UsageError("give either a WEEK or --all")
     address = normalize_email(email)
-    course = rt.course
-    if week is not None:
-        keys = [course.lesson(week).key]
-    else:
-        keys = [key for key in ("confirm", "welcome") if key in course.notices]
-        for lesson in course.lessons:
-            keys.append(lesson.key)
-            if lesson.reminder:
-                keys.append(lesson.reminder_key)
+    keys = samples.sample_keys(rt.course, week)
     with rt.session() as session:
-        composer = rt.composer(session)
-        try:
-            name = clean_name(enrolment.find_subscriber(session, address).name)
-        except NotFound:
-            name = None
-    messages = [
-        composer.compose(key, subscriber_id=None, email=address, name=name, date=rt.now())
-        for key in keys
-    ]
-    transport = rt.transport()
-    try:
-        with transport:
-            for message in messages:
-                transport.send(message)
-    except TemporaryFailure as exc:
-        raise TransportUnavailable(
-            f"{transport.description} deferred the message: {exc.reply}"
-        ) from None
-    except DeliveryError as exc:
-        raise click.ClickException(
-            f"{transport.description} refused the message: {exc.reply}"
-        ) from None
+        where = samples.send_samples(
+            session, rt.composer(session), rt.transport, address, keys, rt.now()
+        )
     what = f"lesson {week}" if week is not None else f"the whole course ({len(keys)} messages)"
-    click.echo(f"sent {what} to {address} via {transport.description}")
+    click.echo(f"sent {what} to {address} via {where}")

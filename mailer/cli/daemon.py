@@ -7,8 +7,8 @@ import click
 from mailer.cli.output import log_to_stderr
 from mailer.daemon import SendLoop, install_signal_handlers
 from mailer.runtime import Runtime
-from mailer.send import run as runs
-from mailer.send.attempt import SendReport
+from mailer.send.context import StopFlag
+from mailer.send.report import SendReport
 
 pass_runtime = click.make_pass_decorator(Runtime)
 
@@ -40,8 +40,8 @@ def daemon(rt: Runtime, interval: int) -> None:
     rt.settings  # noqa: B018  (configuration errors stop the daemon before it starts)
     rt.engine  # noqa: B018
 
-    def tick(stop: runs.StopFlag) -> SendReport:
-        return runs.send_run(rt, rt.now(), stop=stop)
+    def tick(stop: StopFlag) -> SendReport:
+        return rt.send_run(rt.now(), stop=stop)
 
     loop = SendLoop(tick, interval)
     install_signal_handlers(loop)

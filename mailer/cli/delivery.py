@@ -13,8 +13,7 @@ from mailer.cli.output import interactive, print_json, table, warn
 from mailer.errors import TransportUnavailable
 from mailer.reports import summary as reports
 from mailer.runtime import Runtime
-from mailer.send import run as runs
-from mailer.send.attempt import SendReport
+from mailer.send.report import SendReport
 from mailer.store.models import DeliveryStatus
 
 pass_runtime = click.make_pass_decorator(Runtime)
@@ -76,7 +75,7 @@ def send(
             click.echo(f"put {len(retry.requeued)} failed deliveries back in the queue", err=True)
     try:
         with _progress(interactive() and not as_json) as bar:
-            report = runs.send_run(rt, now, dry_run=dry_run, progress=bar, connections=connections)
+            report = rt.send_run(now, dry_run=dry_run, progress=bar, connections=connections)
     except TransportUnavailable as exc:
         _print(getattr(exc, "report", SendReport()), as_json)
         raise

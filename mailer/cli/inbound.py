@@ -9,13 +9,13 @@ from typing import BinaryIO
 import click
 from sqlalchemy.exc import SQLAlchemyError
 
+from mailer.app import signup
 from mailer.cli.output import log_to_stderr
-from mailer.errors import DatabaseError, TemporaryError, TransportUnavailable, describe
+from mailer.errors import DatabaseError, TemporaryError, describe
 from mailer.inbound import handle as inbound
 from mailer.inbound.mailbox import ImapMailbox
 from mailer.masking import url_passwords
 from mailer.runtime import Runtime
-from mailer.send import lessons as dispatch
 
 log = logging.getLogger("rekindle.inbound")
 
@@ -130,11 +130,9 @@ def _handle(rt: Runtime, raw: bytes, recipients: tuple[str, ...]) -> None:
             now=rt.now(),
         )
         log.info(outcome.summary())
-        if outcome.confirmation is None:
-            return
-        try:
-            with rt.transport() as transport:
-                dispatch.deliver_now(session, transport, composer, outcome.confirmation, rt.now())
-        except TransportUnavailable as exc:
+        report = signup.deliver_notices(
+            session, rt.transport, composer, [outcome.confirmation], rt.now()
+        )
+        if report.skipped:
             # The request is stored and the confirmation queued: `send` delivers it later.
-            log.warning("confirmation queued for the next send run: %s", exc)
+            log.warning("confirmation %s", report.skipped)

@@ -13,11 +13,10 @@ from sqlalchemy.orm import Session
 
 from mailer.app import enrolment, signup
 from mailer.cli.output import print_json, table
-from mailer.errors import Conflict, InvalidInput, NotFound
+from mailer.errors import Conflict, InvalidInput, NotFound, TransportUnavailable
 from mailer.files import private_file
 from mailer.reports import summary as reports
 from mailer.runtime import Runtime
-from mailer.send import lessons as dispatch
 from subscribers import csvfile
 from subscribers.models import Status
 from subscribers.validation import normalize_email
@@ -107,14 +106,17 @@ def _add_pending(rt: Runtime, session: Session, email: str, name: str | None, tz
     if result.confirmation is None:
         click.echo(f"{address} is pending; a confirmation went out less than 24 hours ago")
         return
-    with rt.transport() as transport:
-        report = dispatch.deliver_now(session, transport, composer, result.confirmation, rt.now())
+    report = signup.deliver_notices(
+        session, rt.transport, composer, [result.confirmation], rt.now()
+    )
     if report.failures:
         raise click.ClickException(
             f"{address} is pending, but the confirmation failed: {report.failures[0]['reply']}"
         )
+    if report.skipped:
+        raise TransportUnavailable(f"{address} is pending; the confirmation is {report.skipped}")
     if report.sent:
-        click.echo(f"{address} is pending; sent a confirmation via {transport.description}")
+        click.echo(f"{address} is pending; sent a confirmation via {rt.transport().description}")
     else:
         click.echo(f"{address} is pending; the confirmation is queued and `send` will retry it")
 

@@ -7,6 +7,7 @@ import email.policy
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from mailer import keys
 from mailer.config import Settings
 from mailer.content.compose import first_name
 from mailer.content.message import MessageBuilder, Sender
@@ -60,7 +61,7 @@ def check_course(renderer: Renderer, settings: Settings) -> CourseCheck:
             )
     for key in course.notices:
         _check_message(renderer, settings, key, f"message {key!r}")
-    confirm_text, confirm_html = sample_message(renderer, settings, "confirm")
+    confirm_text, confirm_html = sample_message(renderer, settings, keys.CONFIRM)
     if "/confirm/sample" not in confirm_text or "/confirm/sample" not in confirm_html:
         raise CourseError("message 'confirm' must show {{ confirm_url }} in both parts")
     return result

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from email.utils import make_msgid
 
+from mailer import keys
 from mailer.content.message import MessageBuilder, Outgoing, Sender
 from mailer.content.render import Renderer
 from mailer.tokens import Tokens
@@ -40,7 +41,7 @@ class Composer:
 
     def message_id(self, subscriber_id: int, key: str, course_round: int = 1) -> str:
         """The ledger Message-ID of (subscriber, key); a course taken again gets new ones."""
-        tag = key if course_round == 1 else f"r{course_round}/{key}"
+        tag = keys.in_round(key, course_round)
         return self.tokens.message_id(subscriber_id, tag, self.sender.domain)
 
     def unsubscribe_url(self, subscriber_id: int, email: str) -> str:
@@ -64,7 +65,7 @@ class Composer:
         """Message `key` for one recipient; without a subscriber id it is a test message."""
         builder = self.builder(key)
         greeting = first_name(name, self.renderer.course.name_fallback)
-        if key == "confirm":
+        if key == keys.CONFIRM:
             name, greeting = None, UNCONFIRMED_GREETING
         if subscriber_id is None:
             message_id = message_id or make_msgid("test", domain=self.sender.domain)
@@ -79,7 +80,7 @@ class Composer:
             first_name=greeting,
             message_id=message_id,
             unsubscribe_url=self.unsubscribe_url(subscriber_id, email),
-            confirm_url=self.confirm_url(subscriber_id, email) if key == "confirm" else "",
+            confirm_url=self.confirm_url(subscriber_id, email) if key == keys.CONFIRM else "",
             date=date,
             envelope_sender=envelope,
         )

@@ -219,6 +219,19 @@ def _qp(text: str) -> bytes:
     return encoded
 
 
+def _qp_value(text: str) -> bytes:
+    """A piece of a part, quoted-printable, ready to be followed by a soft line break:
+    its last line keeps room for that "=" (RFC 2045 allows 76 characters, "=" included)."""
+    encoded = _qp(text)
+    start = encoded.rfind(b"\n") + 1
+    if len(encoded) - start <= 75:
+        return encoded
+    cut = start + 73
+    while encoded[cut - 1 : cut] == b"=" or encoded[cut - 2 : cut - 1] == b"=":
+        cut -= 1  # never inside an =XX escape
+    return encoded[:cut] + SOFT_BREAK + encoded[cut:]
+
+
 class EncodedSlots:
     """A part's text, quoted-printable encoded once; each recipient's values encoded alone.
 
@@ -229,12 +242,12 @@ class EncodedSlots:
 
     def __init__(self, slots: Slots) -> None:
         self.names = slots.names
-        self.literals = [_qp(literal) for literal in slots.literals]
-        self.literals[-1] = self.literals[-1].rstrip(b"\r\n")
+        *before, last = slots.literals  # every piece but the last is followed by "=" CRLF
+        self.literals = [*map(_qp_value, before), _qp(last).rstrip(b"\r\n")]
 
     def fill(self, values: Mapping[str, str]) -> bytes:
         """The encoded part for one recipient's `values`."""
         out = [self.literals[0]]
         for name, literal in zip(self.names, self.literals[1:], strict=True):
-            out += (SOFT_BREAK, _qp(values[name]), SOFT_BREAK, literal)
+            out += (SOFT_BREAK, _qp_value(values[name]), SOFT_BREAK, literal)
         return b"".join(out)

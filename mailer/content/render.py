@@ -163,16 +163,20 @@ class Renderer:
     def broadcast(self, key: str, subject: str, body: str) -> Rendered:
         """A newsletter: Markdown `body` in the course layout (once per key)."""
         if key not in self._cache:
-            self._cache[key] = self._render(
-                key,
-                subject,
-                None,
-                source_text=body,
-                title=subject,
-                preheader="",
-                footer=BROADCAST_FOOTER.format(course=self.course.title),
-            )
+            self._cache[key] = self.draft(key, subject, body)
         return self._cache[key]
+
+    def draft(self, key: str, subject: str, body: str) -> Rendered:
+        """A newsletter rendered but not kept (a body checked before it is stored)."""
+        return self._render(
+            key,
+            subject,
+            None,
+            source_text=body,
+            title=subject,
+            preheader="",
+            footer=BROADCAST_FOOTER.format(course=self.course.title),
+        )
 
     def message(self, key: str) -> Rendered:
         """Whatever `key` names: 'lesson-N', 'reminder-N', a notice, or a broadcast seen before."""

@@ -11,11 +11,9 @@ overwrite what the new owner recorded.
 
 from __future__ import annotations
 
-import math
 import time
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import cache
 from typing import Any
@@ -23,8 +21,17 @@ from typing import Any
 from sqlalchemy import CursorResult, and_, bindparam, or_, select, text, tuple_, update
 from sqlalchemy.orm import Session
 
-from mailer.ledger import rows as ledger
-from mailer.ledger.record import DELIVERIES
+from mailer.ledger.batch import Batch
+from mailer.ledger.rules import (
+    DELIVERIES,
+    LEASE,
+    UNCLAIMED,
+    Claim,
+    Unavailable,
+    claimable,
+    ready_notice,
+    wall_clock,
+)
 from mailer.store.db import dialect_insert
 from mailer.store.models import Delivery, DeliveryStatus
 from subscribers.models import Status, Subscriber
@@ -40,79 +47,6 @@ SUBSCRIBER_COLUMNS = (
     Subscriber.reminders,
 )
 INTERRUPTED = "interrupted: the run sending it stopped before the server's reply was recorded"
-
-
-@dataclass
-class Batch:
-    """Claims taken together: one token, one lease, renewed while the run works through them."""
-
-    token: str
-    owner: str | None
-    lease: timedelta
-    exclusive: bool = False  # no other run can be alive (SQLite's run lock): claims can't be lost
-    held: set[int] = field(default_factory=set)
-    renewed: float = field(default_factory=time.monotonic)
-
-    def hold(self, session: Session, delivery_id: int) -> float | None:
-        """Until when (monotonic clock) the run surely holds this claim; None if it lost it.
-
-        Asked right before the message goes to the server. The lease is renewed
-        once a third of it has passed on this process's own monotonic clock, so a
-        run that was stopped (SIGSTOP, a VM pause) past its lease finds out here
-        that its claims went to another run. The answer is good for half a lease:
-        a message whose final dot would come later is withdrawn (see pipeline).
-        """
-        if delivery_id not in self.held:
-            return None
-        if time.monotonic() - self.renewed > self.lease.total_seconds() / 3:
-            self._renew(session)
-        if delivery_id not in self.held:
-            return None
-        if self.exclusive:
-            return math.inf
-        return self.renewed + self.lease.total_seconds() / 2
-
-    def done(self, delivery_id: int) -> None:
-        """The message's outcome is recorded; the claim is spent."""
-        self.held.discard(delivery_id)
-
-    def release_rest(self, session: Session, now: datetime, reason: str) -> None:
-        """Give back the claims not used (the run stopped early); commits."""
-        if self.held:
-            session.execute(
-                update(Delivery)
-                .where(Delivery.id.in_(self.held), Delivery.claim_token == self.token)
-                .values(
-                    status=ledger.given_back(),
-                    claim_token=None,
-                    claimed_until=None,
-                    claimed_by=None,
-                    next_attempt_at=None,
-                    last_error=reason,
-                    updated_at=now,
-                )
-                .execution_options(synchronize_session=False)
-            )
-            session.commit()
-            self.held.clear()
-
-    def _renew(self, session: Session) -> None:
-        started = time.monotonic()
-        kept = session.scalars(
-            update(Delivery)
-            .where(Delivery.id.in_(self.held), Delivery.claim_token == self.token)
-            .values(claimed_until=ledger.wall_clock() + self.lease)
-            .returning(Delivery.id)
-            .execution_options(synchronize_session=False)
-        ).all()
-        session.commit()
-        self.held = set(kept)
-        self.renewed = started
-
-
-def new_batch(owner: str | None, lease: timedelta, *, exclusive: bool = False) -> Batch:
-    """An empty batch for `owner`'s next claims."""
-    return Batch(uuid.uuid4().hex, owner, lease, exclusive)
 
 
 def due_subscribers(
@@ -141,28 +75,12 @@ def due_subscribers(
     return session.execute(query).all()
 
 
-def claimable(now: datetime, wall: datetime) -> Any:
-    """A ledger row that may be claimed now (mirrors ledger.blocked)."""
-    c = DELIVERIES.c
-    return or_(
-        c.status.in_((DeliveryStatus.QUEUED, DeliveryStatus.CANCELLED)),
-        and_(
-            c.status == DeliveryStatus.DEFERRED,
-            or_(c.next_attempt_at.is_(None), c.next_attempt_at <= now),
-        ),
-        and_(
-            c.status == DeliveryStatus.SENDING,
-            or_(c.claimed_until.is_(None), c.claimed_until <= wall),
-        ),
-    )
-
-
 def claim_lessons(
     session: Session,
     batch: Batch,
     wanted: Iterable[tuple[int, str, str, datetime]],
     now: datetime,
-) -> dict[int, ledger.Claim | ledger.Unavailable]:
+) -> dict[int, Claim | Unavailable]:
     """Claim (subscriber, key) for each of `wanted` = (subscriber id, key, Message-ID, due).
 
     One statement creates the missing ledger rows already claimed (the usual
@@ -174,7 +92,7 @@ def claim_lessons(
     if not rows:
         session.commit()
         return {}
-    wall = ledger.wall_clock()
+    wall = wall_clock()
     connection = session.connection()
     shared = {
         "b_token": batch.token,
@@ -182,11 +100,11 @@ def claim_lessons(
         "b_owner": batch.owner,
         "b_now": now,
     }
-    got: dict[int, ledger.Claim | ledger.Unavailable] = {}
+    got: dict[int, Claim | Unavailable] = {}
 
     def take(result: Any) -> None:
         for row in result:
-            got[row.subscriber_id] = ledger.Claim(row.id, batch.token, row.attempts, row.due_at)
+            got[row.subscriber_id] = Claim(row.id, batch.token, row.attempts, row.due_at)
             batch.held.add(row.id)
 
     if _is_postgres(session):
@@ -230,12 +148,13 @@ def claim_lessons(
         )
         missing = [(sub_id, key) for sub_id, key in existing if sub_id not in got]
         if missing:
-            for row in session.scalars(
-                select(Delivery).where(tuple_(Delivery.subscriber_id, Delivery.key).in_(missing))
-            ):
-                got[row.subscriber_id] = ledger.blocked(row, now) or ledger.Unavailable(
-                    DeliveryStatus.SENDING
+            # Not claimable a moment ago (or just taken by another run): say why.
+            for row in session.execute(
+                select(c.subscriber_id, *_why_columns(now, wall)).where(
+                    tuple_(c.subscriber_id, c.key).in_(missing)
                 )
+            ):
+                got[row.subscriber_id] = _why(row)
     session.commit()
     batch.renewed = time.monotonic()
     return got
@@ -280,14 +199,15 @@ def _claim_insert() -> Any:
     )
 
 
-def ready_queued(
-    session: Session, ready: Any, after: int | None, limit: int, *, lock: bool = True
+def ready_notices(
+    session: Session, now: datetime, after: int | None, limit: int, *, lock: bool = True
 ) -> Sequence[Any]:
-    """The next `limit` queued rows that are ready, by id; locked on PostgreSQL (SKIP LOCKED)."""
+    """The next `limit` queued messages that are ready at `now`, by id; locked on PostgreSQL
+    (SKIP LOCKED)."""
     query = (
         select(Delivery.id, Delivery.key, Delivery.subscriber_id, Subscriber.timezone)
         .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
-        .where(ready)
+        .where(ready_notice(now))
         .order_by(Delivery.id)
         .limit(limit)
     )
@@ -298,19 +218,19 @@ def ready_queued(
     return session.execute(query).all()
 
 
-def claim_rows(
-    session: Session, batch: Batch, ids: Sequence[int], ready: Any, now: datetime
-) -> dict[int, ledger.Claim]:
-    """Claim the queued rows `ids` that are still ready; commits."""
-    got: dict[int, ledger.Claim] = {}
+def claim_notices(
+    session: Session, batch: Batch, ids: Sequence[int], now: datetime
+) -> dict[int, Claim]:
+    """Claim the queued messages `ids` that are still ready; commits."""
+    got: dict[int, Claim] = {}
     if ids:
         result = session.execute(
             update(Delivery)
-            .where(Delivery.id.in_(ids), ready)
+            .where(Delivery.id.in_(ids), ready_notice(now))
             .values(
                 status=DeliveryStatus.SENDING,
                 claim_token=batch.token,
-                claimed_until=ledger.wall_clock() + batch.lease,
+                claimed_until=wall_clock() + batch.lease,
                 claimed_by=batch.owner,
                 updated_at=now,
             )
@@ -318,7 +238,7 @@ def claim_rows(
             .execution_options(synchronize_session=False)
         )
         for row in result:
-            got[row.id] = ledger.Claim(row.id, batch.token, row.attempts, row.due_at)
+            got[row.id] = Claim(row.id, batch.token, row.attempts, row.due_at)
             batch.held.add(row.id)
     session.commit()
     batch.renewed = time.monotonic()
@@ -333,8 +253,8 @@ def recover(session: Session, alive: set[str] | None, now: datetime) -> int:
     claims it next, with the same Message-ID; if the dead run's server had
     already accepted it, that is RFC 1047's one unavoidable duplicate.
     """
-    wall = ledger.wall_clock()
-    orphaned = Delivery.claimed_until <= wall
+    wall = wall_clock()
+    orphaned: Any = Delivery.claimed_until <= wall
     if alive is not None:
         orphaned = or_(
             orphaned,
@@ -346,11 +266,9 @@ def recover(session: Session, alive: set[str] | None, now: datetime) -> int:
         .values(
             status=DeliveryStatus.DEFERRED,
             attempts=Delivery.attempts + 1,
-            claim_token=None,
-            claimed_until=None,
-            claimed_by=None,
             next_attempt_at=None,
             last_error=INTERRUPTED,
+            **UNCLAIMED,
             updated_at=now,
         )
         .execution_options(synchronize_session=False)
@@ -358,6 +276,63 @@ def recover(session: Session, alive: set[str] | None, now: datetime) -> int:
     session.commit()
     assert isinstance(result, CursorResult)
     return result.rowcount
+
+
+def claim_one(
+    session: Session, delivery_id: int, now: datetime, lease: timedelta = LEASE
+) -> Claim | None:
+    """Claim one queued message that is ready at `now` (or abandoned); commits.
+    None: it is not there to be claimed."""
+    token = uuid.uuid4().hex
+    wall = wall_clock()
+    row = session.execute(
+        update(Delivery)
+        .where(Delivery.id == delivery_id, ready_or_abandoned(now, wall))
+        .values(
+            status=DeliveryStatus.SENDING,
+            claim_token=token,
+            claimed_until=wall + lease,
+            updated_at=now,
+        )
+        .returning(Delivery.id, Delivery.attempts, Delivery.due_at)
+        .execution_options(synchronize_session=False)
+    ).one_or_none()
+    session.commit()
+    return None if row is None else Claim(row.id, token, row.attempts, row.due_at)
+
+
+def ready_or_abandoned(now: datetime, wall: datetime) -> Any:
+    """A queued message ready at `now`, or one whose claim has run out."""
+    return or_(
+        ready_notice(now),
+        and_(Delivery.status == DeliveryStatus.SENDING, Delivery.claimed_until <= wall),
+    )
+
+
+def peek(session: Session, subscriber_id: int, key: str, now: datetime) -> Unavailable | None:
+    """What claiming (subscriber, key) would answer, without writing: None when it could be
+    claimed now (there is no row, or the row is claimable)."""
+    c = DELIVERIES.c
+    row = session.execute(
+        select(*_why_columns(now, wall_clock())).where(
+            c.subscriber_id == subscriber_id, c.key == key
+        )
+    ).one_or_none()
+    return None if row is None or row.ok else _why(row)
+
+
+def _why_columns(now: datetime, wall: datetime) -> tuple[Any, ...]:
+    c = DELIVERIES.c
+    return c.status, c.sent_at, c.next_attempt_at, claimable(now, wall).label("ok")
+
+
+def _why(row: Any) -> Unavailable:
+    """Why a row read with _why_columns cannot be claimed (a claimable one was just taken)."""
+    if row.ok or row.status == DeliveryStatus.SENDING:
+        return Unavailable(DeliveryStatus.SENDING)
+    if row.status == DeliveryStatus.DEFERRED:
+        return Unavailable(row.status, retry_at=row.next_attempt_at)
+    return Unavailable(row.status, sent_at=row.sent_at)
 
 
 def _is_postgres(session: Session) -> bool:

@@ -17,11 +17,11 @@ from typing import Any
 
 from sqlalchemy import Connection, Table, bindparam, or_, select, text, update
 
+from mailer.ledger.rules import DELIVERIES, UNCLAIMED
 from mailer.store.db import dialect_insert
-from mailer.store.models import Delivery, DeliveryStatus
+from mailer.store.models import DeliveryStatus
 from subscribers.models import Status, Subscriber
 
-DELIVERIES: Table = Delivery.__table__  # type: ignore[assignment]
 SUBSCRIBERS: Table = Subscriber.__table__  # type: ignore[assignment]
 
 
@@ -58,9 +58,7 @@ _MARK_SENT = (
         last_error=None,
         next_attempt_at=None,
         updated_at=bindparam("now"),
-        claim_token=None,
-        claimed_until=None,
-        claimed_by=None,
+        **UNCLAIMED,
     )
     .returning(DELIVERIES.c.id)
 )
@@ -134,9 +132,7 @@ _REQUEUE = {
     "next_attempt_at": None,
     "sent_at": None,
     "last_error": None,
-    "claim_token": None,
-    "claimed_until": None,
-    "claimed_by": None,
+    **UNCLAIMED,
 }
 
 
@@ -151,19 +147,21 @@ class Accepted:
     follow_up: FollowUp | None = None
 
 
-def accept(connection: Connection, accepted: Sequence[Accepted], now: datetime) -> set[int]:
+def record_accepted(
+    connection: Connection, accepted: Sequence[Accepted], now: datetime
+) -> set[int]:
     """Record messages the server took: mark them sent where the claim still holds, move
     their cursors on, queue their follow-ups; the delivery ids marked. No commit.
 
     On PostgreSQL this is one statement (one round trip) per claim token.
     """
     if connection.dialect.name != "postgresql":
-        marked = mark_sent(
+        marked = _mark_sent(
             connection, ((a.delivery_id, a.token, a.subscriber_id) for a in accepted), now
         )
         done = [a for a in accepted if a.delivery_id in marked]
         advance(connection, [a.advance for a in done if a.advance], now)
-        enqueue(connection, [a.follow_up for a in done if a.follow_up], now)
+        queue_follow_ups(connection, [a.follow_up for a in done if a.follow_up], now)
         return marked
     by_token: dict[str, list[Accepted]] = {}
     for a in accepted:
@@ -206,7 +204,7 @@ def lock_subscribers(connection: Connection, subscriber_ids: Iterable[int]) -> N
         )
 
 
-def mark_sent(
+def _mark_sent(
     connection: Connection, claims: Iterable[tuple[int, str, int]], now: datetime
 ) -> set[int]:
     """Mark (delivery id, claim token, subscriber id) sent where the claim holds; the ids marked."""
@@ -238,7 +236,7 @@ def advance(connection: Connection, moves: Sequence[Advance], now: datetime) -> 
         connection.execute(_COMPLETE, done)
 
 
-def enqueue(connection: Connection, follow_ups: Sequence[FollowUp], now: datetime) -> None:
+def queue_follow_ups(connection: Connection, follow_ups: Sequence[FollowUp], now: datetime) -> None:
     """Queue each follow-up: a new row, or a failed or cancelled one again; no commit.
 
     A row already queued, deferred, sending or sent is left as it is.

@@ -10,7 +10,9 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from mailer import keys
 from mailer.app.enrolment import find_subscriber
+from mailer.keys import Kind, MessageKey
 from mailer.store.models import Delivery, DeliveryStatus, Run
 from subscribers.models import Status, Subscriber
 
@@ -31,7 +33,7 @@ def iso(value: datetime | None, zone: str | None = None) -> str | None:
 def _lessons_sent() -> Any:
     return (
         select(Delivery.subscriber_id, func.count().label("n"))
-        .where(Delivery.key.like("lesson-%"), Delivery.status == DeliveryStatus.SENT)
+        .where(keys.of_kind(Delivery.key, Kind.LESSON), Delivery.status == DeliveryStatus.SENT)
         .group_by(Delivery.subscriber_id)
         .subquery()
     )
@@ -76,7 +78,7 @@ def subscriber_detail(session: Session, email: str) -> dict[str, Any]:
     rows = session.scalars(
         select(Delivery).where(Delivery.subscriber_id == sub.id).order_by(Delivery.id)
     ).all()
-    sent = sum(1 for d in rows if d.key.startswith("lesson-") and d.status == DeliveryStatus.SENT)
+    sent = sum(1 for d in rows if _is_lesson(d.key) and d.status == DeliveryStatus.SENT)
     view = _view(sub, sent)
     view["deliveries"] = [
         {
@@ -156,5 +158,9 @@ def status_summary(
 
 def key_order(key: str) -> tuple[str, int]:
     """Sort keys naturally: lesson-2 before lesson-10."""
-    kind, _, number = key.rpartition("-")
-    return (kind, int(number)) if number.isdigit() else (key, 0)
+    return keys.sort_key(key)
+
+
+def _is_lesson(key: str) -> bool:
+    found = MessageKey.read(key)
+    return found is not None and found.kind == Kind.LESSON and found.round is None

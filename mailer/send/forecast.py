@@ -2,11 +2,11 @@
 
 It follows the run's own rules without claiming, rendering or writing anything:
 a lesson goes when its subscriber's cursor says it is due, their send window
-is open and its ledger row (if any) may be claimed (`claims.claimable`); a
+is open and its ledger row (if any) may be claimed (`rules.claimable`); a
 queued message (a confirmation, a welcome, a reminder, a broadcast) goes when
-it is ready (`queued.ready`), inside the window if it needs one
-(`queued.WINDOWED`), unless its subscriber may no longer have it
-(`queued.refusal`: the run would cancel it). Everything else due within the
+it is ready (`rules.ready_notice`), inside the window if its kind needs one
+(`MessageKey.windowed`), unless its subscriber may no longer have it
+(`notices.refusal`: the run would cancel it). Everything else due within the
 next 24 hours, or due but waiting for a window or a retry time, is "later".
 """
 
@@ -17,13 +17,20 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import String, case, cast, func, literal, select
+from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
-from mailer.ledger import claims
-from mailer.ledger import rows as ledger
-from mailer.ledger.record import DELIVERIES
-from mailer.send import notices as queued
+from mailer import keys
+from mailer.keys import MessageKey
+from mailer.ledger.rules import (
+    DELIVERIES,
+    claimable,
+    due_at,
+    ready_notice,
+    waiting_notice,
+    wall_clock,
+)
+from mailer.send import notices
 from mailer.store.models import Delivery, DeliveryStatus
 from subscribers.models import Status, Subscriber
 
@@ -37,7 +44,7 @@ NOW, LATER = "now", "next_24h"
 
 @dataclass(frozen=True)
 class _Reader:
-    """What `queued.refusal` asks of a subscriber, from one group of the forecast's query."""
+    """What `notices.refusal` asks of a subscriber, from one group of the forecast's query."""
 
     status: str
     reminders: bool
@@ -68,7 +75,7 @@ def _lessons(
     """Course lessons from the subscribers' cursors, grouped by zone, key and what blocks them."""
     cursor = func.coalesce(Subscriber.next_lesson, 1)
     week = case((cursor > course.total, course.total), else_=cursor)
-    key = literal("lesson-") + cast(week, String)
+    key = keys.lesson_sql(week)
     c = DELIVERIES.c
     # The lesson's ledger row when it may not be claimed now (at most one per key).
     blocking = (
@@ -76,7 +83,7 @@ def _lessons(
         .where(
             c.subscriber_id == Subscriber.id,
             c.key == key,
-            ~claims.claimable(now, ledger.wall_clock()),
+            ~claimable(now, wall_clock()),
         )
         .scalar_subquery()
     )
@@ -107,8 +114,8 @@ def _queued(
     session: Session, now: datetime, window: SendWindow, course: Course
 ) -> list[tuple[str, str, int]]:
     """Queued messages ready by the horizon, grouped by what decides whether and when they go."""
-    at = func.coalesce(Delivery.next_attempt_at, Delivery.due_at)
-    ready = case((queued.ready(now), 1), else_=0)
+    at = due_at()
+    ready = case((ready_notice(now), 1), else_=0)
     lesson_due = case((Subscriber.next_due_at <= now, 1), else_=0)
     groups: list[Any] = [
         Subscriber.timezone,
@@ -122,21 +129,17 @@ def _queued(
     rows = session.execute(
         select(*groups, func.count())
         .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
-        .where(
-            Delivery.status.in_((DeliveryStatus.QUEUED, DeliveryStatus.DEFERRED)),
-            ~Delivery.key.like("lesson-%"),
-            at <= now + HORIZON,
-        )
+        .where(waiting_notice(), at <= now + HORIZON)
         .group_by(*groups)
     ).all()
     out = []
     for row in rows:
         zone, key, is_ready, status, reminders, next_lesson, lesson_is_due, n = tuple(row)
         reader = _Reader(status, bool(reminders), next_lesson, now if lesson_is_due else None)
-        if queued.refusal(key, reader, course, now) is not None:
+        if notices.refusal(key, reader, course, now) is not None:
             continue  # the run cancels it instead of sending it
         goes = bool(is_ready) and (
-            not key.startswith(queued.WINDOWED) or window.is_open(now, ZoneInfo(zone))
+            not MessageKey.parse(key).windowed or window.is_open(now, ZoneInfo(zone))
         )
         out.append((key, NOW if goes else LATER, n))
     return out
@@ -149,12 +152,6 @@ def next_due(session: Session, now: datetime) -> datetime | None:
             Subscriber.status == Status.ACTIVE, Subscriber.next_due_at > now
         )
     )
-    at = func.coalesce(Delivery.next_attempt_at, Delivery.due_at)
-    waiting = session.scalar(
-        select(func.min(at)).where(
-            Delivery.status.in_((DeliveryStatus.QUEUED, DeliveryStatus.DEFERRED)),
-            ~Delivery.key.like("lesson-%"),
-            at > now,
-        )
-    )
+    at = due_at()
+    waiting = session.scalar(select(func.min(at)).where(waiting_notice(), at > now))
     return min((t for t in (lesson, waiting) if t is not None), default=None)

@@ -1,9 +1,9 @@
-"""`send_due`: deliver every message that is due now, following SPEC §4 and §5.
+"""Course lessons as a source of due mail: each due subscriber's next lesson, in their window.
 
-Two kinds of work: queued ledger rows (confirmations and welcomes at once;
-reminders and broadcasts inside the send window, see `queued`), and course
-lessons, found from each subscriber's cursor (next lesson, next due time) and
-sent only inside their local send window.
+A lesson is found from the subscriber's course cursor (next lesson, next due
+time), goes only while their local send window is open, and moves the cursor
+on once the server takes it (docs/scheduling.md). A lesson whose ledger row
+says it went (or failed) earlier only has the cursor repaired.
 """
 
 from __future__ import annotations
@@ -11,172 +11,95 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, select
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from mailer.errors import TransportUnavailable
-from mailer.ledger import claims
-from mailer.ledger import record as outcomes
-from mailer.ledger import rows as ledger
+from mailer.ledger import claims, record
+from mailer.ledger.batch import Batch
 from mailer.ledger.record import Advance
-from mailer.send import notices as queued
-from mailer.send.attempt import Attempt, Sending, SendReport, deliver
-from mailer.store.models import Delivery, DeliveryStatus
+from mailer.ledger.rules import Claim, Unavailable
+from mailer.send import notices
+from mailer.send.attempt import Attempt
+from mailer.send.batches import held, spent
+from mailer.send.context import Sending
+from mailer.store.models import DeliveryStatus
 from mailer.timing import next_lesson_due
-from mailer.transport.base import Transport
-from subscribers.models import Status, Subscriber
 
-if TYPE_CHECKING:
-    from mailer.content.compose import Composer
-
-__all__ = ["SendReport", "count_due", "deliver_now", "send_due"]
-
-BATCH = 50  # messages claimed at a time: small, so concurrent runs share the work evenly
+Wanted = tuple[Any, int, ZoneInfo]  # (subscriber row, week, zone)
 
 
-def count_due(session: Session, now: datetime) -> int:
-    """How many messages are due (for progress bars)."""
-    lessons = session.scalar(
-        select(func.count())
-        .select_from(Subscriber)
-        .where(Subscriber.status == Status.ACTIVE, Subscriber.next_due_at <= now)
-    )
-    waiting = session.scalar(select(func.count()).select_from(Delivery).where(queued.ready(now)))
-    return int(lessons or 0) + int(waiting or 0)
+class Lessons:
+    """The batch loop's source of due lessons (mailer.send.batches)."""
 
-
-def send_due(run: Sending) -> SendReport:
-    """Send what is due: queued notices first, then each due subscriber's next lesson.
-
-    At most one lesson per subscriber per run. `run.stop` is asked before each
-    message; when it says yes the run ends there (a graceful shutdown), and the
-    claims it holds but has not used are given back.
-    Raises TransportUnavailable (after recording what was done) when the server
-    or outbox cannot take mail; the report so far is attached as `.report`.
-    """
-    try:
-        if queued.send_queued(run):
-            _send_lessons(run)
-    except TransportUnavailable as exc:
-        exc.report = run.report  # type: ignore[attr-defined]
-        raise
-    return run.report
-
-
-def deliver_now(
-    session: Session, transport: Transport, composer: Composer, delivery_id: int, now: datetime
-) -> SendReport:
-    """Send one queued message at once (a confirmation right after the form is posted)."""
-    report = SendReport()
-    claim = ledger.claim_row(session, delivery_id, now)
-    if claim is None:
-        report.busy += 1
-        return report
-    attempt = queued.prepare(session, composer, claim, now)
-    if attempt is not None:
-        deliver(session, transport, attempt, now, report)
-    return report
-
-
-def _send_lessons(run: Sending) -> None:
-    """Each due subscriber's next lesson, claimed in batches in due order."""
-    after: tuple[datetime, int] | None = None
-    while True:
-        subs = claims.due_subscribers(
-            run.session, run.now, after, BATCH, lock=not run.report.dry_run
+    def fetch(self, run: Sending, after: Any, limit: int) -> Sequence[Any]:
+        return claims.due_subscribers(
+            run.session, run.now, after, limit, lock=not run.report.dry_run
         )
-        if not subs:
-            run.session.commit()
-            return
-        after = (subs[-1].next_due_at, subs[-1].id)
-        if not _lesson_batch(run, subs):
-            return
 
+    def cursor(self, row: Any) -> tuple[datetime, int]:
+        return (row.next_due_at, row.id)
 
-def _lesson_batch(run: Sending, subs: Sequence[Any]) -> bool:
-    """Claim and send one batch; False when the run was asked to stop."""
-    course = run.composer.renderer.course
-    wanted: list[tuple[Any, int, ZoneInfo]] = []
-    for sub in subs:
-        zone = ZoneInfo(sub.timezone)
-        if run.window.is_open(run.now, zone):
-            wanted.append((sub, min(sub.next_lesson or 1, course.total), zone))
-        else:
+    def wanted(self, run: Sending, rows: Sequence[Any]) -> list[Wanted]:
+        course = run.composer.renderer.course
+        found: list[Wanted] = []
+        for sub in rows:
+            zone = ZoneInfo(sub.timezone)
+            if run.policy.window.is_open(run.now, zone):
+                found.append((sub, min(sub.next_lesson or 1, course.total), zone))
+            else:
+                run.step()
+                run.report.waiting += 1
+        for _, week, _ in found:
+            run.composer.builder(course.lesson(week).key)  # a broken template claims nothing
+        return found
+
+    def predict(self, run: Sending, items: list[Wanted]) -> None:
+        course = run.composer.renderer.course
+        for sub, week, _ in items:
             run.step()
-            run.report.waiting += 1
-    for _, week, _ in wanted:
-        run.composer.builder(course.lesson(week).key)  # a broken template claims nothing
-    if run.report.dry_run:
-        run.session.commit()
-        for sub, week, _ in wanted:
-            run.step()
-            _predict(run, sub, course.lesson(week).key)
-        return True
-    batch = claims.new_batch(run.owner, run.lease, exclusive=run.exclusive)
-    got = claims.claim_lessons(
-        run.session,
-        batch,
-        (
+            key = course.lesson(week).key
+            blocked = claims.peek(run.session, sub.id, key, run.now)
+            if blocked is None:
+                run.report.count_sent(key)
+            elif blocked.status == DeliveryStatus.SENDING:
+                run.report.busy += 1
+            else:
+                run.report.waiting += 1
+
+    def claim(self, run: Sending, batch: Batch, items: list[Wanted]) -> dict[int, Any]:
+        composer = run.composer
+        course = composer.renderer.course
+        return claims.claim_lessons(
+            run.session,
+            batch,
             (
-                sub.id,
-                course.lesson(week).key,
-                run.composer.message_id(sub.id, course.lesson(week).key, sub.course_round),
-                sub.next_due_at,
-            )
-            for sub, week, _ in wanted
-        ),
-        run.now,
-    )
-    try:
-        for sub, week, zone in wanted:
-            if run.stopping():
-                run.outlet.drain()
-                return False
-            run.step()
-            claim = got.get(sub.id)
-            if claim is None:
-                continue  # removed between the read and the claim
-            if isinstance(claim, ledger.Unavailable):
-                _unavailable(run, claim, sub, week, zone)
-                continue
-            if not _send_lesson(run, batch, claim, sub, week, zone):
-                run.outlet.drain()
-                return False
-        run.outlet.drain()
-    except DBAPIError:
-        run.session.rollback()  # a failed statement aborts the transaction: start afresh
-        raise
-    finally:
-        run.outlet.settle()
-        batch.release_rest(run.session, run.now, "not sent: the run stopped first")
-    return True
+                (
+                    sub.id,
+                    course.lesson(week).key,
+                    composer.message_id(sub.id, course.lesson(week).key, sub.course_round),
+                    sub.next_due_at,
+                )
+                for sub, week, _ in items
+            ),
+            run.now,
+        )
+
+    def submit(self, run: Sending, batch: Batch, item: Wanted, got: dict[int, Any]) -> bool:
+        sub, week, zone = item
+        claim = got.get(sub.id)
+        if claim is None:
+            return True  # removed between the read and the claim
+        if isinstance(claim, Unavailable):
+            _unavailable(run, claim, sub, week, zone)
+            return True
+        return _send(run, batch, claim, sub, week, zone)
 
 
-def _predict(run: Sending, sub: Any, key: str) -> None:
-    """Dry run: count what a real run would do with this lesson."""
-    blocked = ledger.peek(run.session, sub.id, key, run.now)
-    if blocked is None:
-        run.report.count_sent(key)
-    elif blocked.status == DeliveryStatus.SENDING:
-        run.report.busy += 1
-    else:
-        run.report.waiting += 1
-
-
-def _send_lesson(
-    run: Sending,
-    batch: claims.Batch,
-    claim: ledger.Claim,
-    sub: Any,
-    week: int,
-    zone: ZoneInfo,
-) -> bool:
+def _send(run: Sending, batch: Batch, claim: Claim, sub: Any, week: int, zone: ZoneInfo) -> bool:
     """Hand one claimed lesson to the outlet; False if the run is stopping instead."""
-    session, now, window, composer = run.session, run.now, run.window, run.composer
+    now, window, composer = run.now, run.policy.window, run.composer
     course = composer.renderer.course
     key = course.lesson(week).key
     message = partial(
@@ -199,19 +122,17 @@ def _send_lesson(
             message,
             give_up_at,
             on_sent=Advance(sub.id, week, course.total, next_lesson_due(now, window, zone)),
-            follow_up=queued.reminder_for(composer, sub, week, now, window, zone),
+            follow_up=notices.reminder_for(composer, sub, week, now, window, zone),
             on_failed=Advance(sub.id, week, course.total, failed_due),
         ),
-        lambda: batch.done(claim.delivery_id),
-        lambda: batch.hold(session, claim.delivery_id),
+        spent(batch, claim.delivery_id),
+        held(run, batch, claim.delivery_id),
     )
 
 
-def _unavailable(
-    run: Sending, got: ledger.Unavailable, sub: Any, week: int, zone: ZoneInfo
-) -> None:
+def _unavailable(run: Sending, got: Unavailable, sub: Any, week: int, zone: ZoneInfo) -> None:
     """The lesson's ledger row says it cannot go now; repair the cursor if it lags behind."""
-    session, window, now, report = run.session, run.window, run.now, run.report
+    session, window, now, report = run.session, run.policy.window, run.now, run.report
     total = run.composer.renderer.course.total
     if got.status == DeliveryStatus.SENT and got.sent_at:
         # Sent by an earlier run that stopped before moving the schedule on.
@@ -233,4 +154,4 @@ def _advance(
     session: Session, subscriber_id: int, week: int, total: int, due: datetime, now: datetime
 ) -> None:
     """Move the subscriber's cursor past lesson `week` (completing the course after the last)."""
-    outcomes.advance(session.connection(), [Advance(subscriber_id, week, total, due)], now)
+    record.advance(session.connection(), [Advance(subscriber_id, week, total, due)], now)

@@ -1,27 +1,31 @@
-"""Queued messages (confirmations, welcomes, reminders, broadcasts): who may get them, and when.
+"""Queued messages as a source of due mail: confirmations, welcomes, reminders, broadcasts.
 
 Each is a ledger row waiting to go out. Confirmations and welcomes go at once;
-reminders and broadcasts only inside the subscriber's send window. A row whose
-subscriber may no longer have it (they left, or the course moved on) is
-cancelled instead of sent.
+reminders and broadcasts only inside the subscriber's send window (the key's
+kind says which, mailer.keys). `refusal` is the one place that decides
+whether a subscriber may still have a queued message; a row they may not have
+is cancelled instead of sent.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import and_, or_, select, update
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from mailer.ledger import claims
-from mailer.ledger import rows as ledger
+from mailer.keys import Kind, MessageKey
+from mailer.ledger import claims, queue, settle
+from mailer.ledger.batch import Batch
 from mailer.ledger.record import FollowUp
-from mailer.send.attempt import Attempt, Sending
-from mailer.store.models import Broadcast, Delivery, DeliveryStatus
+from mailer.ledger.rules import Claim
+from mailer.send.attempt import Attempt
+from mailer.send.batches import held, spent
+from mailer.send.context import Sending
+from mailer.store.models import Broadcast, Delivery
 from subscribers.models import Status, Subscriber
 
 if TYPE_CHECKING:
@@ -29,106 +33,60 @@ if TYPE_CHECKING:
     from mailer.content.course import Course
     from mailer.timing import SendWindow
 
-BATCH = 50
-WINDOWED = ("reminder-", "broadcast-")  # sent only inside the subscriber's send window
-LIFETIME = {"confirm": timedelta(days=2), "welcome": timedelta(days=2)}
-DEFAULT_LIFETIME = timedelta(days=6)  # reminders and broadcasts
 # Who may receive a broadcast when it goes out (the segment chose them when it was queued).
 BROADCAST_AUDIENCE = (Status.ACTIVE, Status.PAUSED, Status.COMPLETED)
 
 
-def ready(now: datetime) -> Any:
-    """Queued or deferred ledger rows (not lessons) whose time has come."""
-    return and_(
-        Delivery.status.in_((DeliveryStatus.QUEUED, DeliveryStatus.DEFERRED)),
-        ~Delivery.key.like("lesson-%"),
-        or_(
-            Delivery.next_attempt_at <= now,
-            and_(Delivery.next_attempt_at.is_(None), Delivery.due_at <= now),
-        ),
-    )
+class Notices:
+    """The batch loop's source of queued messages, by ledger id (mailer.send.batches)."""
 
+    def fetch(self, run: Sending, after: Any, limit: int) -> Sequence[Any]:
+        return claims.ready_notices(run.session, run.now, after, limit, lock=not run.report.dry_run)
 
-def send_queued(run: Sending) -> bool:
-    """Send every ready queued message, claimed in batches by id; False when told to stop."""
-    after: int | None = None
-    ready_now = ready(run.now)
-    while True:
-        rows = claims.ready_queued(
-            run.session, ready_now, after, BATCH, lock=not run.report.dry_run
-        )
-        if not rows:
-            run.session.commit()
-            return True
-        after = rows[-1].id
-        if not _queued_batch(run, rows, ready_now):
-            return False
+    def cursor(self, row: Any) -> int:
+        return int(row.id)
 
+    def wanted(self, run: Sending, rows: Sequence[Any]) -> list[Any]:
+        session, now, window = run.session, run.now, run.policy.window
+        found = []
+        for row in rows:
+            if MessageKey.parse(row.key).windowed:
+                zone = ZoneInfo(row.timezone)
+                if not window.is_open(now, zone):
+                    queue.wait_for_window(session, row.id, window.next_opening(now, zone), now)
+                    run.step()
+                    run.report.waiting += 1
+                    continue
+            found.append(row)
+        return found
 
-def _queued_batch(run: Sending, rows: Sequence[Any], ready_now: Any) -> bool:
-    session, now = run.session, run.now
-    wanted = []
-    for row in rows:
-        if row.key.startswith(WINDOWED):
-            zone = ZoneInfo(row.timezone)
-            if not run.window.is_open(now, zone):
-                _wait_for_window(session, row.id, run.window.next_opening(now, zone), now)
-                run.step()
-                run.report.waiting += 1
-                continue
-        wanted.append(row)
-    if run.report.dry_run:
-        session.commit()
+    def predict(self, run: Sending, items: list[Any]) -> None:
         course = run.composer.renderer.course
-        for row in wanted:
+        for row in items:
             run.step()
-            sub = session.get(Subscriber, row.subscriber_id)
-            if sub is not None and refusal(row.key, sub, course, now) is None:
+            sub = run.session.get(Subscriber, row.subscriber_id)
+            if sub is not None and refusal(row.key, sub, course, run.now) is None:
                 run.report.count_sent(row.key)
-        return True
-    batch = claims.new_batch(run.owner, run.lease, exclusive=run.exclusive)
-    got = claims.claim_rows(session, batch, [row.id for row in wanted], ready_now, now)
-    try:
-        for row in wanted:
-            if run.stopping():
-                run.outlet.drain()
-                return False
-            run.step()
-            claim = got.get(row.id)
-            if claim is None:
-                run.report.busy += 1  # another run took it between the read and the claim
-                continue
-            attempt = prepare(session, run.composer, claim, now)
-            if attempt is None:
-                batch.done(claim.delivery_id)
-                continue
-            run.pacer.wait()
-            if not run.outlet.submit(
-                attempt, _spent(batch, claim.delivery_id), _held(session, batch, claim.delivery_id)
-            ):
-                run.outlet.drain()
-                return False
-        run.outlet.drain()
-    except DBAPIError:
-        session.rollback()  # a failed statement aborts the transaction: start afresh
-        raise
-    finally:
-        run.outlet.settle()
-        batch.release_rest(session, now, "not sent: the run stopped first")
-    return True
+
+    def claim(self, run: Sending, batch: Batch, items: list[Any]) -> dict[int, Any]:
+        return claims.claim_notices(run.session, batch, [row.id for row in items], run.now)
+
+    def submit(self, run: Sending, batch: Batch, item: Any, got: dict[int, Any]) -> bool:
+        claim = got.get(item.id)
+        if claim is None:
+            run.report.busy += 1  # another run took it between the read and the claim
+            return True
+        attempt = prepare(run.session, run.composer, claim, run.now)
+        if attempt is None:
+            batch.done(claim.delivery_id)
+            return True
+        run.pacer.wait()
+        return run.outlet.submit(
+            attempt, spent(batch, claim.delivery_id), held(run, batch, claim.delivery_id)
+        )
 
 
-def _spent(batch: claims.Batch, delivery_id: int) -> Callable[[], None]:
-    return lambda: batch.done(delivery_id)
-
-
-def _held(session: Session, batch: claims.Batch, delivery_id: int) -> Callable[[], float | None]:
-    return lambda: batch.hold(session, delivery_id)
-
-
-def prepare(
-    session: Session, composer: Composer, claim: ledger.Claim, now: datetime
-) -> Attempt | None:
+def prepare(session: Session, composer: Composer, claim: Claim, now: datetime) -> Attempt | None:
     """The message of a claimed queued row, or None (cancelled: its subscriber may not have it)."""
     row = session.execute(
         select(Delivery.key, Delivery.message_id, Subscriber)
@@ -138,11 +96,11 @@ def prepare(
     sub: Subscriber = row.Subscriber
     refused = refusal(row.key, sub, composer.renderer.course, now)
     if refused:
-        ledger.cancel(session, claim, now, f"not sent: {refused}")
+        settle.cancel(session, claim, now, f"not sent: {refused}")
         session.commit()
         return None
     try:
-        _prepare(session, composer, row.key)
+        _load_broadcast(session, composer, row.key)
         message = composer.compose(
             row.key,
             subscriber_id=sub.id,
@@ -152,11 +110,10 @@ def prepare(
             message_id=row.message_id,
         )
     except Exception:
-        ledger.release(session, claim, now, "could not be rendered")
+        settle.release(session, claim, now, "could not be rendered")
         session.commit()
         raise
-    lifetime = LIFETIME.get(row.key, DEFAULT_LIFETIME)
-    return Attempt(claim, sub.id, message, claim.due_at + lifetime)
+    return Attempt(claim, sub.id, message, claim.due_at + MessageKey.parse(row.key).lifetime)
 
 
 class Reader(Protocol):
@@ -174,16 +131,17 @@ class Reader(Protocol):
 
 def refusal(key: str, sub: Reader, course: Course, now: datetime) -> str | None:
     """Why `sub` may not receive `key` now (None: they may); `status` forecasts with it too."""
-    kind, _, number = key.partition("-")
-    if key == "confirm":
+    found = MessageKey.read(key)
+    kind = found.kind if found is not None and found.round is None else None
+    if kind == Kind.CONFIRM:
         return None if sub.status == Status.PENDING else f"the subscriber is {sub.status}"
-    if key == "welcome":
+    if kind == Kind.WELCOME:
         return None if sub.status == Status.ACTIVE else f"the subscriber is {sub.status}"
-    if kind == "broadcast":
+    if kind == Kind.BROADCAST:
         ok = sub.status in BROADCAST_AUDIENCE
         return None if ok else f"the subscriber is {sub.status}"
-    if kind == "reminder" and number.isdigit():
-        week = int(number)
+    if kind == Kind.REMINDER and found is not None and found.week is not None:
+        week = found.week
         last = week == course.total
         if not (course.reminders and sub.reminders):
             return "reminders are switched off"
@@ -218,23 +176,11 @@ def reminder_for(
     return FollowUp(sub.id, key, message_id, window.opens_on(local_day, zone))
 
 
-def _prepare(session: Session, composer: Composer, key: str) -> None:
+def _load_broadcast(session: Session, composer: Composer, key: str) -> None:
     """Load a broadcast's text the first time this run meets it."""
-    if key.startswith("broadcast-") and key not in composer.renderer.rendered:
-        broadcast = session.get(Broadcast, int(key.removeprefix("broadcast-")))
+    found = MessageKey.parse(key)
+    if found.kind == Kind.BROADCAST and key not in composer.renderer.rendered:
+        broadcast = session.get(Broadcast, found.number)
         if broadcast is None:
             raise LookupError(f"{key} no longer exists")
         composer.renderer.broadcast(key, broadcast.subject, broadcast.body)
-
-
-def _wait_for_window(session: Session, delivery_id: int, opening: datetime, now: datetime) -> None:
-    """Outside the send window: look at the row again when the window opens."""
-    session.execute(
-        update(Delivery)
-        .where(
-            Delivery.id == delivery_id,
-            Delivery.status.in_((DeliveryStatus.QUEUED, DeliveryStatus.DEFERRED)),
-        )
-        .values(next_attempt_at=opening, updated_at=now)
-    )
-    session.commit()

@@ -20,12 +20,11 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
-
-from sqlalchemy.orm import Session
 
 from mailer.errors import TransportUnavailable
-from mailer.send.attempt import Attempt, Pacer, SendReport, record, send_one
+from mailer.send.attempt import Attempt, record_results, send_one
+from mailer.send.context import RunState
+from mailer.send.pacing import Pacer
 from mailer.transport.base import Transport, Withdrawn
 
 
@@ -70,19 +69,10 @@ class Pipeline:
     """Sends through the lanes' transports (one thread each); records answers in `session`."""
 
     def __init__(
-        self,
-        session: Session,
-        lanes: Sequence[Lane],
-        now: datetime,
-        report: SendReport,
-        stop: Callable[[], bool] | None = None,
-        reserve: Reserve | None = None,
+        self, state: RunState, lanes: Sequence[Lane], reserve: Reserve | None = None
     ) -> None:
-        self.session = session
+        self.state = state
         self.lanes = list(lanes)
-        self.stop = stop
-        self.now = now
-        self.report = report
         self.reserve = reserve
         self._results: queue.SimpleQueue[Result] = queue.SimpleQueue()
         self._in_flight = 0
@@ -119,11 +109,11 @@ class Pipeline:
                 self._collect()
         if self._unavailable is not None:
             self.drain()
-        if self.stop is not None and self.stop():
+        if self.state.stopping():
             return False
         until = held()
         if until is None:
-            self.report.busy += 1
+            self.state.report.busy += 1
             done()
             return True
         job = Job(attempt, done, until)
@@ -210,8 +200,11 @@ class Pipeline:
             for _, error in answered:
                 if isinstance(error, TransportUnavailable) and self._unavailable is None:
                     self._unavailable = error
-            record(self.session, [(j.attempt, e) for j, e in answered], self.now, self.report)
-            self.session.commit()
+            state = self.state
+            record_results(
+                state.session, [(j.attempt, e) for j, e in answered], state.now, state.report
+            )
+            state.session.commit()
             for job, _ in answered:
                 job.done()
         finally:
@@ -226,7 +219,7 @@ class Pipeline:
                 job = lane.inbox.get()
                 if job is None:
                     return
-                gate = _gate(previous, job, self.stop)
+                gate = _gate(previous, job, self.state.stopping)
                 down = lane.down
                 if down is not None:
                     error: Exception | None = down  # the relay refused: send nothing more
@@ -244,7 +237,7 @@ class Pipeline:
                 previous = job
 
 
-def _gate(previous: Job | None, job: Job, stop: Callable[[], bool] | None) -> Callable[[], None]:
+def _gate(previous: Job | None, job: Job, stop: Callable[[], bool]) -> Callable[[], None]:
     """What must hold before `job`'s final dot: the previous answer recorded, the claim
     live, and no stop asked for (a stopping run finishes only what is past its dot)."""
 
@@ -253,7 +246,7 @@ def _gate(previous: Job | None, job: Job, stop: Callable[[], bool] | None) -> Ca
             previous.recorded.wait()
         if time.monotonic() > job.held_until:
             raise Withdrawn("not sent: the claim ran out before the message could go")
-        if stop is not None and stop():
+        if stop():
             raise Withdrawn("not sent: the run was stopped first", lost_claim=False)
 
     return gate

@@ -12,7 +12,7 @@ from datetime import date
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from mailer.ledger.rows import wall_clock
+from mailer.ledger.rules import wall_clock
 from mailer.store.db import dialect_insert
 from mailer.store.models import RelayUsage
 

@@ -1,41 +1,54 @@
-"""A `send` run as cron and the daemon do it: deliver what is due and record how it went."""
+"""A `send` run as cron and the daemon do it: deliver what is due and record how it went.
+
+The run takes the lock that says who is alive (mailer.send.runlock), hands
+back the claims of runs that died, opens the pipeline over the relays'
+lanes, and lets `send_due` work through what is due (docs/guarantees.md).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from datetime import datetime, timedelta
-from typing import Any
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import Engine, delete, select
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
 from mailer.errors import DatabaseUnavailable, RekindleError, TransportUnavailable
 from mailer.ledger import claims
-from mailer.ledger import rows as ledger
-from mailer.runtime import Runtime
-from mailer.send import lessons as dispatch
+from mailer.ledger.rules import wall_clock
 from mailer.send import quota, runlock
-from mailer.send.attempt import Pacer, Sending, SendReport
+from mailer.send.context import RunState, Sending, SendPolicy, StopFlag
+from mailer.send.due import count_due, send_due
 from mailer.send.pipeline import Lane, Pipeline
+from mailer.send.report import SendReport
+from mailer.store import db
 from mailer.store.models import Run
+
+if TYPE_CHECKING:
+    from mailer.content.compose import Composer
 
 ABORTED = {"40001", "40P01"}  # serialization failure, deadlock: transient, not "unreachable"
 KEEP_RUNS = 1000  # older run records are pruned
 LOCK_WAIT = 5.0  # seconds an overlapping run on SQLite waits before leaving it to the other
-StopFlag = Callable[[], bool]
+# Reads the installation's secret in the run's session; builds the composer when first called.
+ComposerFor = Callable[[Session], Callable[[], "Composer"]]
 
 
 def send_run(
-    rt: Runtime,
+    engine: Engine,
+    lanes: Sequence[Lane],
+    composer_for: ComposerFor,
+    policy: SendPolicy,
     now: datetime,
     *,
     dry_run: bool = False,
     progress: Any = None,
     stop: StopFlag | None = None,
-    connections: int | None = None,
 ) -> SendReport:
-    """Deliver everything due at `now` through the configured transport; record the run.
+    """Deliver everything due at `now` through `lanes` (one per relay); record the run.
 
     `progress` is a click progress bar (or None); `stop` is asked between
     messages and ends the run early (the message in flight finishes first).
@@ -43,7 +56,7 @@ def send_run(
     """
     try:
         return _send_run(
-            rt, now, dry_run=dry_run, progress=progress, stop=stop, connections=connections
+            engine, lanes, composer_for, policy, now, dry_run=dry_run, progress=progress, stop=stop
         )
     except (OperationalError, InterfaceError) as exc:
         reason = " ".join(str(exc.orig or exc).split())[:300]
@@ -56,48 +69,44 @@ def send_run(
 
 
 def _send_run(
-    rt: Runtime,
+    engine: Engine,
+    lanes: Sequence[Lane],
+    composer_for: ComposerFor,
+    policy: SendPolicy,
     now: datetime,
     *,
     dry_run: bool,
     progress: Any,
     stop: StopFlag | None,
-    connections: int | None,
 ) -> SendReport:
     if dry_run:
         guard = runlock.RunLock("dry-run")
     else:
         try:
-            guard = runlock.acquire(rt.engine, LOCK_WAIT)
+            guard = runlock.acquire(engine, LOCK_WAIT)
         except runlock.RunBusy as busy:
             holder = f" ({busy.holder})" if busy.holder else ""
             return SendReport(skipped=f"another send run is active{holder}")
-    with guard, rt.pinned_session() as session:
-        make_composer = rt.composer_later(session)
+    with guard, db.pinned_session(engine) as session:
+        make_composer = composer_for(session)
         report = SendReport(dry_run=dry_run)
         run = None
         if not dry_run:
             report.recovered = claims.recover(session, guard.alive(session), now)
             run = _start(session, now)
-        usage = _Usage(rt, session)
-        lanes = _lanes(rt, 1 if dry_run else connections or rt.settings.smtp_connections)
-        pipeline = Pipeline(session, lanes, now, report, stop=stop, reserve=usage.reserve)
+        usage = _Usage(session)
+        state = RunState(session, now, report, stop)
+        pipeline = Pipeline(state, lanes, reserve=usage.reserve)
+        policy = replace(policy, owner=guard.owner, exclusive=guard.exclusive)
         try:
             if progress is not None:
-                progress.length = dispatch.count_due(session, now)
-            dispatch.send_due(
+                progress.length = count_due(session, now)
+            send_due(
                 Sending(
-                    session,
+                    state,
                     pipeline,
                     make_composer,
-                    rt.settings.send_window,
-                    now,
-                    report,
-                    Pacer(rt.settings.rate_limit),
-                    owner=guard.owner,
-                    lease=timedelta(seconds=rt.settings.claim_lease),
-                    exclusive=guard.exclusive,
-                    stop=stop,
+                    policy,
                     progress=progress.update if progress is not None else None,
                 )
             )
@@ -120,26 +129,10 @@ def _send_run(
         return report
 
 
-def _lanes(rt: Runtime, connections: int) -> list[Lane]:
-    """One lane per relay in `smtp_url` (or the outbox), each with its connections."""
-    relays = rt.settings.relays
-    if not relays:
-        return [Lane("outbox", [rt.transport() for _ in range(connections)])]
-    return [
-        Lane(
-            relay.name,
-            [rt.transport(relay) for _ in range(relay.connections or connections)],
-            relay.rate,
-            relay.daily,
-        )
-        for relay in relays
-    ]
-
-
 class _Usage:
     """Relay quotas for one run: reserved in blocks, the unused part given back at the end."""
 
-    def __init__(self, rt: Runtime, session: Session) -> None:
+    def __init__(self, session: Session) -> None:
         self.session = session
         self.day = quota.today()
 
@@ -147,7 +140,7 @@ class _Usage:
         assert lane.daily is not None
         return quota.reserve(self.session, lane.name, lane.daily)
 
-    def give_back(self, lanes: list[Lane]) -> None:
+    def give_back(self, lanes: Sequence[Lane]) -> None:
         for lane in lanes:
             if lane.daily is not None and lane.allowance > 0:
                 self.session.rollback()
@@ -156,7 +149,7 @@ class _Usage:
 
 
 def _start(session: Session, now: datetime) -> Run:
-    run = Run(started_at=ledger.wall_clock(), clock=now, outcome="running", sent=0, failed=0)
+    run = Run(started_at=wall_clock(), clock=now, outcome="running", sent=0, failed=0)
     run.deferred = 0
     session.add(run)
     session.commit()
@@ -169,7 +162,7 @@ def _finish(
     if run is None:
         return
     session.rollback()
-    run.finished_at = ledger.wall_clock()
+    run.finished_at = wall_clock()
     run.outcome = outcome
     run.sent, run.failed, run.deferred = report.sent, report.failed, report.deferred
     run.message = message

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -107,6 +109,18 @@ def _sqlite_pragmas(dbapi_conn: object, _record: object) -> None:
 def sessions(engine: Engine | Connection) -> sessionmaker[Session]:
     """A session factory whose objects stay readable after commit."""
     return sessionmaker(bind=engine, expire_on_commit=False)
+
+
+@contextmanager
+def pinned_session(engine: Engine) -> Iterator[Session]:
+    """A session that keeps one connection from start to end.
+
+    A plain session hands its connection back to the pool at every commit and
+    checks one out (and, on PostgreSQL, pings it: a round trip) at the next
+    statement. A send run commits hundreds of times a second, so it keeps its own.
+    """
+    with engine.connect() as connection, sessions(connection)() as session:
+        yield session
 
 
 def _alembic_config() -> Config:

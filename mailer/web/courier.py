@@ -20,8 +20,6 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Generic, TypeVar
 
 from mailer.app import signup
-from mailer.errors import TransportUnavailable
-from mailer.send import lessons as dispatch
 
 if TYPE_CHECKING:
     from mailer.content.compose import Composer
@@ -154,11 +152,9 @@ class Courier:
     def _send_all(self, ids: list[int]) -> None:
         """Send `ids` over one connection; on any trouble the rest stay queued for `send`."""
         runtime = self._runtime
-        try:
-            with runtime.session() as session, runtime.transport() as transport:
-                for delivery_id in ids:
-                    dispatch.deliver_now(
-                        session, transport, self._composer, delivery_id, runtime.now()
-                    )
-        except TransportUnavailable as exc:
-            log.warning("queued for the next send run: %s", exc)
+        with runtime.session() as session:
+            report = signup.deliver_notices(
+                session, runtime.transport, self._composer, ids, runtime.now()
+            )
+        if report.skipped:
+            log.warning("%s", report.skipped)
