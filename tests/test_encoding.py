@@ -5,7 +5,7 @@ from __future__ import annotations
 import binascii
 from email.header import decode_header, make_header
 
-from hypothesis import example, given
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from mailer.content import rfc2047
