@@ -175,9 +175,13 @@ class MessageBuilder:
         date: datetime,
         confirm_url: str = "",
         envelope_sender: str | None = None,
+        letter_url: str = "",
+        first_letter: str = "",
     ) -> Outgoing:
         """The complete message for one recipient (envelope sender: `bounce_address`)."""
-        recipient = Recipient(first_name, email, unsubscribe_url, confirm_url)
+        recipient = Recipient(
+            first_name, email, unsubscribe_url, confirm_url, letter_url, first_letter
+        )
         raw, escaped = self.content.values(recipient)
         unsubscribe = f"<{_UNSAFE.sub('', unsubscribe_url)}>"
         if self._mailto:

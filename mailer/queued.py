@@ -149,6 +149,8 @@ def prepare(
             name=sub.name,
             date=now,
             message_id=row.message_id,
+            first_lesson_due=sub.next_due_at if sub.next_lesson == 1 else None,
+            timezone=sub.timezone,
         )
     except Exception:
         ledger.release(session, claim, now, "could not be rendered")
