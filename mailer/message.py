@@ -234,7 +234,9 @@ class EncodedSlots:
     def __init__(self, slots: Slots) -> None:
         self.names = slots.names
         self.literals = [_qp(literal) for literal in slots.literals]
-        self.literals[-1] = self.literals[-1].rstrip(b"\r\n")
+        # The part ends with one line break (RFC 2046: the CRLF before the boundary is the
+        # boundary's own), so the last line of the text is a whole line.
+        self.literals[-1] = self.literals[-1].rstrip(b"\r\n") + CRLF
 
     def fill(self, values: Mapping[str, str]) -> bytes:
         """The encoded part for one recipient's `values`."""
