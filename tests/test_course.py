@@ -24,7 +24,7 @@ TITLES = [
     "Stay committed",
     "Communicate",
     "Have regular dates",
-    "Give space when it's needed",
+    "Give space when it’s needed",
     "Seek professional help",
 ]
 # Words that name the theme of the following week, for each lesson's closing look-ahead.
@@ -54,7 +54,7 @@ def normal(text: str) -> str:
 
 
 def body_paragraphs(text: str, week: int) -> list[str]:
-    """The lesson body of a text part, paragraph by paragraph (greeting, signature, footer removed)."""
+    """The lesson body of a text part, paragraph by paragraph (no greeting, signature, footer)."""
     body = text.split("Hi Alex,\n\n", 1)[1].split(f"\n\n{SIGN_OFF}\n", 1)[0]
     return [p for p in body.split("\n\n") if p.strip()]
 

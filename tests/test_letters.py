@@ -428,3 +428,11 @@ def test_spamassassin_scores_every_kind_at_most_0_1_with_no_html_rule(spam_verdi
     score, rules = spam_verdicts[key]
     assert score <= 0.1, (score, rules)
     assert [r for r in rules if r.startswith("HTML_") and r != "HTML_MESSAGE"] == []
+
+
+@pytest.mark.parametrize("key", KINDS)
+def test_letters_use_typographic_apostrophes_throughout(letters, key):
+    """Layout, titles and footers say "it’s" as the lessons do, in both parts."""
+    text, markup = letters.parts(key)
+    for part in (text, visible(markup)):
+        assert not re.search(r"[A-Za-z]'[A-Za-z]", part), re.findall(r"\w+'\w+", part)
