@@ -436,3 +436,48 @@ def test_letters_use_typographic_apostrophes_throughout(letters, key):
     text, markup = letters.parts(key)
     for part in (text, visible(markup)):
         assert not re.search(r"[A-Za-z]'[A-Za-z]", part), re.findall(r"\w+'\w+", part)
+
+
+def _course_with(tmp_path: Path, *changes: tuple[str, str]) -> Path:
+    """A copy of the shipped course with pieces of course.toml replaced (old, new)."""
+    course = tmp_path / "course"
+    shutil.copytree(Path(__file__).resolve().parents[1] / "templates", course)
+    manifest = course / "course.toml"
+    text = manifest.read_text(encoding="utf-8")
+    for old, new in changes:
+        assert old in text
+        text = text.replace(old, new, 1)
+    manifest.write_text(text, encoding="utf-8")
+    return course
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "named"),
+    [
+        ('name = "The Rekindle team"', 'name = ""', "[signature]"),
+        ('direction = "ltr"', 'direction = "sideways"', "direction"),
+        ('language = "en"', 'language = "en\\" onload=\\"x"', "language"),
+        ('reminder_preheader = "Your sleep', 'reminder_note = "Your sleep', "reminder_preheader"),
+    ],
+)
+def test_course_check_names_a_bad_signature_language_direction_or_preheader(
+    env, tmp_path, old, new, named
+):
+    """A manifest with a nameless signature, odd lang/dir, or a nudge without preheader: exit 1."""
+    broken = {**env, "REKINDLE_COURSE_DIR": str(_course_with(tmp_path, (old, new)))}
+    done = run(broken, "course", "check")
+    assert done.exit_code == 1
+    assert named in done.output and "course.toml" in done.output
+
+
+def test_a_right_to_left_course_says_so_on_the_content_wrapper(env, tmp_path):
+    """direction = "rtl" and another language reach <html> and the content wrapper."""
+    course = _course_with(
+        tmp_path, ('language = "en"', 'language = "fa"'), ('direction = "ltr"', 'direction = "rtl"')
+    )
+    out = run({**env, "REKINDLE_COURSE_DIR": str(course)}, "preview", "2")
+    assert out.exit_code == 0, out.output
+    root = lxml_html.document_fromstring(out.output.encode())
+    (wrapper,) = root.find_class("wrapper")
+    assert (wrapper.get("lang"), wrapper.get("dir")) == ("fa", "rtl")
+    assert (root.get("lang"), root.get("dir")) == ("fa", "rtl")
