@@ -45,6 +45,7 @@ KEYS = (
     "list_id",
     "unsubscribe_address",
     "help_url",
+    "privacy_url",
     "course_dir",
     "proxy_hops",
     "web_connection_limit",
@@ -90,6 +91,7 @@ class Settings:
     list_id: str | None = None
     unsubscribe_address: str | None = None
     help_url: str | None = None
+    privacy_url: str | None = None  # the sign-up form links here (default: the built-in /privacy)
     course_dir: Path | None = None
     proxy_hops: int = 0
     web_connection_limit: int = 100  # connections `serve` holds open at once (waitress)
@@ -261,6 +263,14 @@ def _number(
     return number
 
 
+def _web_url(raw: Mapping[str, object], key: str) -> str | None:
+    """An optional http(s) URL setting."""
+    value = _text(raw, key)
+    if value and (urlsplit(value).scheme not in ("http", "https") or not urlsplit(value).hostname):
+        raise ConfigError(f"{key} {value!r} must be an http(s) URL")
+    return value
+
+
 def _validate(raw: Mapping[str, object], path: Path | None) -> Settings:
     base = data_dir()
     try:
@@ -309,6 +319,7 @@ def _validate(raw: Mapping[str, object], path: Path | None) -> Settings:
         list_id=_text(raw, "list_id"),
         unsubscribe_address=parseaddr(unsubscribe)[1] if unsubscribe else None,
         help_url=_text(raw, "help_url"),
+        privacy_url=_web_url(raw, "privacy_url"),
         course_dir=Path(course_dir).expanduser() if course_dir else None,
         proxy_hops=proxy_hops,
         web_connection_limit=web_connection_limit,

@@ -89,7 +89,12 @@ class Runtime:
 
         s = self.settings
         return Renderer(
-            self.course, postal_address=s.postal_address, help_url=s.help_url, base_url=s.base_url
+            self.course,
+            postal_address=s.postal_address,
+            help_url=s.help_url,
+            base_url=s.base_url,
+            sender_address=s.sender_email,
+            replies=bool(s.reply_to),
         )
 
     def composer(self, session: Session) -> Composer:

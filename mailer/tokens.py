@@ -18,6 +18,8 @@ CONFIRM_SALT = "rekindle.confirm"
 CONFIRM_MAX_AGE = timedelta(days=7)
 VERP_SALT = b"rekindle.verp"
 VERP_MAC_BYTES = 8  # 64 bits: a forger gets one guess per message we receive
+LETTER_SALT = b"rekindle.letter"
+LETTER_MAC_BYTES = 16
 _MESSAGE_ID = re.compile(r"<?\s*([a-z0-9/-]{1,80})\.([0-9a-f]{24})@([^>\s]{1,255})\s*>?\Z")
 
 
@@ -68,6 +70,7 @@ class Tokens:
     def __init__(self, secret: str) -> None:
         self._secret = secret.encode()
         self._verp_key = hmac.digest(self._secret, VERP_SALT, "sha256")
+        self._letter_key = hmac.digest(self._secret, LETTER_SALT, "sha256")
         self._unsubscribe = ShortSerializer(secret, salt=UNSUBSCRIBE_SALT, signer=KeyOnceSigner)
         self._confirm = URLSafeTimedSerializer(secret, salt=CONFIRM_SALT)
 
@@ -144,6 +147,51 @@ class Tokens:
         except UnicodeDecodeError:
             return None
         return int.from_bytes(payload[:4], "big"), key
+
+    def letter(self, subscriber_id: int, email: str, key: str) -> str:
+        """The letters-page token of (subscriber, key): one HMAC, which also binds the address.
+
+        URL-safe base64 of the subscriber id (4 bytes), the key and a truncated HMAC
+        of both and the address, so a link never shows a letter to someone who later
+        gets the same id (README, "Read in your browser").
+        """
+        payload = subscriber_id.to_bytes(4, "big") + key.encode()
+        return _b64(payload + self._letter_mac(payload, email))
+
+    def letter_claim(self, token: str) -> tuple[int, str] | None:
+        """(subscriber id, key) that a well-formed letters-page token names, NOT yet verified.
+
+        Check it with `is_letter` against that subscriber's address before showing anything.
+        """
+        if not 8 <= len(token) <= 120 or not token.isascii():
+            return None
+        try:
+            raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        except ValueError:
+            return None
+        payload = raw[:-LETTER_MAC_BYTES]
+        if len(payload) < 5 or _b64(raw) != token:  # only the canonical spelling counts
+            return None
+        try:
+            key = payload[4:].decode("ascii")
+        except UnicodeDecodeError:
+            return None
+        return int.from_bytes(payload[:4], "big"), key
+
+    def is_letter(self, token: str, subscriber_id: int, email: str) -> bool:
+        """True when `token` is the letters-page token we made for this subscriber and address."""
+        claim = self.letter_claim(token)
+        if claim is None or claim[0] != subscriber_id:
+            return False
+        return hmac.compare_digest(token, self.letter(subscriber_id, email, claim[1]))
+
+    def _letter_mac(self, payload: bytes, email: str) -> bytes:
+        message = payload + b"\0" + email.strip().lower().encode()
+        return hmac.digest(self._letter_key, message, "sha256")[:LETTER_MAC_BYTES]
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode("ascii").rstrip("=")
 
 
 def _pair(value: object) -> tuple[int, str] | None:

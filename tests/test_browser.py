@@ -208,7 +208,7 @@ def test_sign_up_confirm_and_unsubscribe_in_chromium(web, driver, smtp_server, s
 
     # The button: active, lesson 1 announced in the browser's zone.
     confirm_button.click()
-    wait_until(lambda: "You're in" in driver.page_source, "the confirmation page")
+    wait_until(lambda: "You’re in" in driver.page_source, "the confirmation page")
     assert FIRST_LESSON in driver.find_element(By.TAG_NAME, "main").text
     screenshot(driver, shots, "3-confirmed")
     errors += console_errors(driver)
@@ -230,7 +230,7 @@ def test_sign_up_confirm_and_unsubscribe_in_chromium(web, driver, smtp_server, s
 
     button.click()
     wait_until(lambda: "sign up again" in driver.page_source, "the unsubscribed page")
-    assert driver.find_element(By.TAG_NAME, "h1").text == "You're unsubscribed"
+    assert driver.find_element(By.TAG_NAME, "h1").text == "You’re unsubscribed"
     screenshot(driver, shots, "5-unsubscribed")
     errors += console_errors(driver)
     assert status(env)["status"] == "unsubscribed"

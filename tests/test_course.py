@@ -24,7 +24,7 @@ TITLES = [
     "Stay committed",
     "Communicate",
     "Have regular dates",
-    "Give space when it's needed",
+    "Give space when it’s needed",
     "Seek professional help",
 ]
 # Words that name the theme of the following week, for each lesson's closing look-ahead.
@@ -41,6 +41,8 @@ SELLING = re.compile(
     re.IGNORECASE,
 )
 SAMPLE = Recipient("Alex", "alex@example.org", "https://rekindle.example.org/unsubscribe/sample")
+SIGN_OFF = "Warmly,"  # the layout's sign-off, then the course's signature
+CALLOUT_RULE = "=" * 72  # above and below a callout in the text part
 NOW = "2026-03-02T10:00:00+00:00"
 
 
@@ -52,13 +54,9 @@ def normal(text: str) -> str:
 
 
 def body_paragraphs(text: str, week: int) -> list[str]:
-    """The lesson body of a text part, paragraph by paragraph (layout greeting/footer removed)."""
-    body = text.split("Hi Alex,\n\n", 1)[1].split("\n-- \n", 1)[0]
-    paragraphs = [p for p in body.split("\n\n") if p.strip()]
-    if week < len(TITLES):
-        assert paragraphs[-1].strip() == f"Next week: {TITLES[week]}"  # the layout's line
-        paragraphs = paragraphs[:-1]
-    return paragraphs
+    """The lesson body of a text part, paragraph by paragraph (no greeting, signature, footer)."""
+    body = text.split("Hi Alex,\n\n", 1)[1].split(f"\n\n{SIGN_OFF}\n", 1)[0]
+    return [p for p in body.split("\n\n") if p.strip()]
 
 
 def html_text(markup: str) -> str:
@@ -147,7 +145,15 @@ def test_lesson_six_points_to_emergency_services_without_phone_numbers(lessons):
     assert re.search(r"local emergency services", body)
     assert not re.search(r"\d{3}", re.sub(r"\s|[-().]", "", body)), "no phone numbers"
     assert not normal(paragraphs[-1]).lower().startswith("next week")
-    assert "Next week:" not in lessons[6][0]
+    assert "Next week" not in lessons[6][0]
+
+
+@pytest.mark.parametrize("week", range(1, 6))
+def test_only_the_prose_looks_ahead_to_next_week(lessons, week):
+    """The layout adds no "Next week:" line: each part names next week once, in the prose."""
+    text, markup = lessons[week]
+    assert normal(text).count("Next week") == 1
+    assert html_text(markup).count("Next week") == 1
 
 
 @pytest.mark.parametrize("week", range(1, 7))
@@ -185,7 +191,7 @@ def test_text_and_html_parts_carry_the_same_sentences(lessons, week):
     seen = html_text(markup)
     pieces = []
     for paragraph in body_paragraphs(text, week):
-        lines = paragraph.strip().splitlines()
+        lines = [ln for ln in paragraph.strip().splitlines() if ln != CALLOUT_RULE]
         if re.fullmatch(r"[-=]+", lines[-1]):  # an underlined heading
             lines = lines[:-1]
         items = re.split(r"^\s*(?:\d+\.|-) ", "\n".join(lines), flags=re.MULTILINE)
@@ -194,7 +200,7 @@ def test_text_and_html_parts_carry_the_same_sentences(lessons, week):
     for piece in pieces:
         assert piece in seen, piece
     # And the HTML body has nothing the text part lacks: the same words, in the same order.
-    content = markup.split('class="content"', 1)[1].split(">", 1)[1].split("</div>", 1)[0]
+    content = markup.split('class="content"', 1)[1].split(">", 1)[1].split("\n</div>", 1)[0]
     assert html_text(content) == normal(" ".join(["Hi Alex,", *pieces]))
 
 

@@ -15,6 +15,7 @@ from mailer.content.render import Recipient, Renderer
 
 RENDERER = Renderer(load_course(None), postal_address="1 Example Street", base_url="https://x.org")
 KEYS = [lesson.key for lesson in RENDERER.course.lessons] + ["confirm", "welcome"]
+KEYS += [lesson.reminder_key for lesson in RENDERER.course.lessons if lesson.reminder]
 values = st.text(
     alphabet=st.characters(blacklist_categories=("Cs",)), max_size=300
 )  # any text, control characters included (they are replaced), long lines too
@@ -33,16 +34,19 @@ values = st.text(
     key="lesson-1", first_name="", email="", url="000\x80\x80\x80\x80" + "\U00010000" * 4 + "0"
 )
 def test_encoded_parts_decode_to_the_personalised_text_in_lines_of_76(key, first_name, email, url):
-    """Every line is CRLF-terminated and at most 76 characters; decoding gives personalise()."""
+    """Every line is CRLF-terminated and at most 76 characters; decoding gives personalise().
+
+    The part ends with exactly one line break, however many the template ends with.
+    """
     content = RENDERER.message(key)
-    recipient = Recipient(first_name, email, url, url)
+    recipient = Recipient(first_name, email, url, url, url, first_name)
     text, html = content.personalise(recipient)
     raw, escaped = content.values(recipient)
     for slots, vals, expected in ((content.text, raw, text), (content.html, escaped, html)):
         encoded = EncodedSlots(slots).fill(vals)
         lines = encoded.split(b"\r\n")
         assert all(b"\n" not in line and len(line) <= 76 for line in lines)
-        assert binascii.a2b_qp(encoded).decode("utf-8") == expected.rstrip("\r\n")
+        assert binascii.a2b_qp(encoded).decode("utf-8") == expected.rstrip("\r\n") + "\r\n"
 
 
 @given(

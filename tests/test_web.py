@@ -573,7 +573,7 @@ def test_confirm_link_activates_at_that_instant_welcomes_once_and_lesson_1_follo
         response = confirm(client, link)
         assert response.status_code == 200
         text = Page(response.data).text
-        assert "You're in" in text
+        assert "You’re in" in text
         assert "Tuesday 3 March at 09:00" in text and "America/New York" in text
         row = listed(db_env)[ADA]
         assert row["status"] == "active"
@@ -612,7 +612,7 @@ def test_forged_or_foreign_confirm_tokens_get_400_and_change_nothing(client, web
             response = client.open(f"/confirm/{bad}", method=method)
             assert response.status_code == 400, (method, bad)
             if method != "HEAD":
-                assert "doesn't work" in Page(response.data).text
+                assert "doesn’t work" in Page(response.data).text
     courier(client.application).wait_idle()
     assert listed(web_env)[ADA]["status"] == "pending"
     assert smtp_server.keys(ADA) == ["confirm"]
@@ -636,12 +636,12 @@ def test_get_and_head_of_a_confirm_link_change_nothing_only_its_button_post_conf
         form = html.one("form")
         assert (form["method"], form["action"]) == ("post", link)
         assert len(html.all("button")) == 1
-        assert "You're in" not in html.text
+        assert "You’re in" not in html.text
     courier(client.application).wait_idle()
     assert listed(web_env)[ADA]["status"] == "pending"
     assert smtp_server.keys(ADA) == ["confirm"]
     done = confirm(client, link)
-    assert done.status_code == 200 and "You're in" in Page(done.data).text
+    assert done.status_code == 200 and "You’re in" in Page(done.data).text
     assert listed(web_env)[ADA]["status"] == "active"
     assert smtp_server.keys(ADA) == ["confirm", "welcome"]
     # Afterwards GET says so, without a button; a replayed POST is harmless.
@@ -714,7 +714,7 @@ def test_unsubscribe_get_shows_a_button_and_only_post_unsubscribes(
     web_env["REKINDLE_NOW"] = iso(LESSON_1 + timedelta(hours=2))
     done = client.post(link, data=body, content_type=FORM)
     assert done.status_code == 200
-    assert "You're unsubscribed" in Page(done.data).text
+    assert "You’re unsubscribed" in Page(done.data).text
     row = listed(web_env)[ADA]
     assert row["status"] == "unsubscribed" and row["next_due"] is None
     # Posting again is harmless; the page now says they are gone, without a button.
@@ -736,7 +736,7 @@ def test_unsubscribe_with_a_forged_token_gets_400_and_changes_nothing(
         assert client.get(f"/unsubscribe/{bad}").status_code == 400, bad
         response = client.post(f"/unsubscribe/{bad}", data=ONE_CLICK, content_type=FORM)
         assert response.status_code == 400, bad
-        assert "doesn't work" in Page(response.data).text
+        assert "doesn’t work" in Page(response.data).text
     assert listed(web_env)[ADA]["status"] == "active"
     assert send(web_env, LESSON_1 + timedelta(days=7))["sent"] == 1
 
@@ -920,7 +920,7 @@ def test_full_journey_against_a_real_server(env, smtp_server, tmp_path):
         assert Page(button.body).one("form", action=link)["method"] == "post"
         assert listed(env)[ADA]["status"] == "pending"
         answer = web.post(link, {}, Origin=BASE_URL)
-        assert answer.status == 200 and "You're in" in answer.body
+        assert answer.status == 200 and "You’re in" in answer.body
         row = listed(env)[ADA]
         assert row["status"] == "active" and at(row["next_due"]) == LESSON_1
         poll(lambda: len(smtp_server.to(ADA)) == 2, "the welcome")
@@ -934,7 +934,7 @@ def test_full_journey_against_a_real_server(env, smtp_server, tmp_path):
         assert page.status == 200 and "<form" in page.body
         assert listed(env)[ADA]["status"] == "active"
         answer = web.post(unsubscribe, ONE_CLICK)  # a mail provider's one-click: no Origin
-        assert answer.status == 200 and "You're unsubscribed" in answer.body
+        assert answer.status == 200 and "You’re unsubscribed" in answer.body
         assert listed(env)[ADA]["status"] == "unsubscribed"
         web.process.send_signal(signal.SIGTERM)
         try:

@@ -186,7 +186,7 @@ def test_sign_up_and_confirm_answer_before_the_relay_takes_the_mail_and_it_follo
 
         held_relay.handler.gate = threading.Event().is_set  # hold the welcome
         done = web.post(token_path, {}, Origin=BASE_URL)
-        assert done.status == 200 and "You're in" in done.body
+        assert done.status == 200 and "You’re in" in done.body
         assert held_relay.count() == 1
         assert listed(settings)[ADA]["status"] == "active"
         held_relay.handler.gate = None

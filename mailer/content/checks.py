@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 from mailer import keys
 from mailer.config import Settings
-from mailer.content.compose import first_name
+from mailer.content.compose import NEXT_MORNING, first_name
 from mailer.content.message import MessageBuilder, Sender
 from mailer.content.render import Recipient, Rendered, Renderer
 from mailer.errors import CourseError
@@ -30,6 +30,8 @@ def _recipient(renderer: Renderer, settings: Settings) -> Recipient:
         SAMPLE_EMAIL,
         f"{settings.base_url}/unsubscribe/sample",
         f"{settings.base_url}/confirm/sample",
+        f"{settings.base_url}/letters/sample",
+        NEXT_MORNING,
     )
 
 
@@ -79,12 +81,16 @@ def _check_message(renderer: Renderer, settings: Settings, key: str, what: str) 
         unsubscribe_url=recipient.unsubscribe_url,
         confirm_url=recipient.confirm_url,
         date=datetime.now(UTC),
+        letter_url=recipient.letter_url,
+        first_letter=recipient.first_letter,
     )
     parsed = email.message_from_bytes(message.data, policy=email.policy.default)
     parts = [p.get_content_type() for p in parsed.iter_parts()]
     if parts != ["text/plain", "text/html"] or parsed.defects:
         raise CourseError(f"{what}: the assembled message is malformed")
     for part, body in (("text", text), ("HTML", html)):
-        if "/unsubscribe/sample" not in body:
+        # The confirmation goes to someone who has not subscribed: it offers "ignore this
+        # email" instead (README, "People joining and leaving on their own").
+        if key != keys.CONFIRM and "/unsubscribe/sample" not in body:
             raise CourseError(f"{what}: the {part} part has no unsubscribe link")
     return content

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from email.utils import make_msgid
+from zoneinfo import ZoneInfo
 
 from mailer import keys
 from mailer.content.message import MessageBuilder, Outgoing, Sender
@@ -14,6 +15,25 @@ from mailer.tokens import Tokens
 # their own"): whoever typed the address may not be its owner, so it greets "Hi there"
 # and its To header is the bare address. Names are used once the person confirms.
 UNCONFIRMED_GREETING = "there"
+# The welcome says when lesson 1 comes, in the reader's own zone; a test send, which has
+# no schedule, says this instead.
+NEXT_MORNING = "your next morning, in your own time zone"
+
+
+def first_letter(due: datetime | None, zone: str) -> str:
+    """When lesson 1 arrives, in the reader's zone: 'Tuesday 3 March at 09:00 (Asia/Tokyo time)'."""
+    if due is None:
+        return NEXT_MORNING
+    local = due.astimezone(ZoneInfo(zone))
+    return f"{local:%A} {local.day} {local:%B at %H:%M} ({zone.replace('_', ' ')} time)"
+
+
+def letter_of(key: str) -> str | None:
+    """The letter whose web page a message links to: a lesson itself, a reminder its week's."""
+    found = keys.MessageKey.read(key)
+    if found is None or found.round is not None or found.week is None:
+        return None
+    return keys.lesson(found.week)
 
 
 def first_name(name: str | None, fallback: str) -> str:
@@ -52,6 +72,10 @@ class Composer:
         """The double opt-in link for a pending subscriber."""
         return f"{self.base_url}/confirm/{self.tokens.confirm(subscriber_id, email)}"
 
+    def letter_url(self, subscriber_id: int, email: str, key: str) -> str:
+        """Letter `key` as a web page for this subscriber (README, "Read in your browser")."""
+        return f"{self.base_url}/letters/{self.tokens.letter(subscriber_id, email, key)}"
+
     def compose(
         self,
         key: str,
@@ -61,8 +85,13 @@ class Composer:
         name: str | None,
         date: datetime,
         message_id: str | None = None,
+        first_lesson_due: datetime | None = None,
+        timezone: str = "UTC",
     ) -> Outgoing:
-        """Message `key` for one recipient; without a subscriber id it is a test message."""
+        """Message `key` for one recipient; without a subscriber id it is a test message.
+
+        A welcome says when lesson 1 is due (`first_lesson_due`, shown in `timezone`).
+        """
         builder = self.builder(key)
         greeting = first_name(name, self.renderer.course.name_fallback)
         if key == keys.CONFIRM:
@@ -74,6 +103,7 @@ class Composer:
         else:
             message_id = message_id or self.message_id(subscriber_id, key)
             envelope = self.sender.envelope(self.tokens.verp(subscriber_id, key))
+        letter = letter_of(key)
         return builder.build(
             email=email,
             name=name,
@@ -83,6 +113,8 @@ class Composer:
             confirm_url=self.confirm_url(subscriber_id, email) if key == keys.CONFIRM else "",
             date=date,
             envelope_sender=envelope,
+            letter_url=self.letter_url(subscriber_id, email, letter) if letter else "",
+            first_letter=first_letter(first_lesson_due, timezone) if key == keys.WELCOME else "",
         )
 
     def lesson(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +35,7 @@ class Lesson:
     source: str
     reminder: str | None = None  # source of the mid-week nudge, if the lesson has one
     reminder_subject: str | None = None
+    reminder_preheader: str | None = None
 
     @property
     def reminder_key(self) -> str:
@@ -55,6 +57,15 @@ class Notice:
 
 # The notices every course must provide: the double opt-in flow sends them.
 REQUIRED_NOTICES = (keys.CONFIRM, keys.WELCOME)
+_LANGUAGE = re.compile(r"[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*\Z")
+
+
+@dataclass(frozen=True)
+class Signature:
+    """Who signs every letter: the real person or team behind the course, and one line."""
+
+    name: str
+    line: str = ""
 
 
 @dataclass(frozen=True)
@@ -72,6 +83,9 @@ class Course:
     notices: dict[str, Notice]
     reminders: bool = False
     reminder_after_days: int = 3
+    signature: Signature = Signature("")
+    language: str = "en"
+    direction: str = "ltr"
 
     @property
     def total(self) -> int:
@@ -127,6 +141,9 @@ def load_course(directory: Path | None = None) -> Course:
         notices=notices,
         reminders=_flag(path, meta, "reminders"),
         reminder_after_days=_days(path, meta),
+        signature=_signature(path, data.get("signature"), f"The {meta.get('title')} team"),
+        language=_choice(path, meta, "language", "en", _LANGUAGE.match),
+        direction=_choice(path, meta, "direction", "ltr", ("ltr", "rtl").__contains__),
     )
     for name in (course.layout_html, course.layout_text, course.stylesheet):
         _must_exist(path, directory, name)
@@ -165,7 +182,27 @@ def _lesson(path: Path, number: int, item: object) -> Lesson:
         source=_field(path, where, item, "source"),
         reminder=reminder,
         reminder_subject=_field(path, where, item, "reminder_subject") if reminder else None,
+        reminder_preheader=_field(path, where, item, "reminder_preheader") if reminder else None,
     )
+
+
+def _signature(path: Path, table: object, default: str) -> Signature:
+    """The [signature] table (name, line); without one, the course's team signs."""
+    if table is None:
+        return Signature(default)
+    if not isinstance(table, dict):
+        raise CourseError(f"{path}: [signature] must be a table with a name and a line")
+    line = _field(path, "[signature]", table, "line") if "line" in table else ""
+    return Signature(_field(path, "[signature]", table, "name"), line)
+
+
+def _choice(
+    path: Path, table: dict[str, object], name: str, default: str, valid: Callable[[str], object]
+) -> str:
+    value = table.get(name, default)
+    if not isinstance(value, str) or not valid(value):
+        raise CourseError(f"{path}: [course] {name} {value!r} is not valid (default {default!r})")
+    return value
 
 
 def _flag(path: Path, table: dict[str, object], name: str) -> bool:

@@ -175,9 +175,13 @@ class MessageBuilder:
         date: datetime,
         confirm_url: str = "",
         envelope_sender: str | None = None,
+        letter_url: str = "",
+        first_letter: str = "",
     ) -> Outgoing:
         """The complete message for one recipient (envelope sender: `bounce_address`)."""
-        recipient = Recipient(first_name, email, unsubscribe_url, confirm_url)
+        recipient = Recipient(
+            first_name, email, unsubscribe_url, confirm_url, letter_url, first_letter
+        )
         raw, escaped = self.content.values(recipient)
         unsubscribe = f"<{_UNSAFE.sub('', unsubscribe_url)}>"
         if self._mailto:
@@ -243,7 +247,9 @@ class EncodedSlots:
     def __init__(self, slots: Slots) -> None:
         self.names = slots.names
         *before, last = slots.literals  # every piece but the last is followed by "=" CRLF
-        self.literals = [*map(_qp_value, before), _qp(last).rstrip(b"\r\n")]
+        # The part ends with one line break (RFC 2046: the CRLF before the boundary is the
+        # boundary's own), so the last line of the text is a whole line.
+        self.literals = [*map(_qp_value, before), _qp(last).rstrip(b"\r\n") + CRLF]
 
     def fill(self, values: Mapping[str, str]) -> bytes:
         """The encoded part for one recipient's `values`."""

@@ -14,7 +14,9 @@ def render_text(tokens: list[Token], width: int = WIDTH) -> str:
     """Render markdown-it block tokens as wrapped plain text.
 
     Paragraphs are wrapped at `width`, lists keep their markers ('-' or '1.'),
-    links read "label <url>", h1/h2 headings are underlined.
+    links read "label <url>", h1/h2 headings are underlined. A callout stands
+    between two ruled lines; a button's link reads "label:" with its URL on the
+    next line, so a long per-recipient URL never shares a line with words.
     """
     stack: list[list[str]] = [[]]  # blocks collected per open list, item or quote
     tight: list[bool] = []
@@ -22,9 +24,18 @@ def render_text(tokens: list[Token], width: int = WIDTH) -> str:
     markers: list[str | int] = []
     label: str | None = None
     heading = ""
+    button = False
     for token in tokens:
         kind = token.type
-        if kind in ("bullet_list_open", "ordered_list_open"):
+        if kind == "container_callout_open":
+            stack.append([])
+        elif kind == "container_callout_close":
+            inside = "\n\n".join(stack.pop())
+            rule = "".join(prefix) + "=" * (width - len("".join(prefix)))
+            stack[-1].append(f"{rule}\n{inside}\n{rule}")
+        elif kind in ("container_button_open", "container_button_close"):
+            button = kind.endswith("open")
+        elif kind in ("bullet_list_open", "ordered_list_open"):
             markers.append("-" if kind == "bullet_list_open" else int(token.attrGet("start") or 1))
             tight.append(False)
             stack.append([])
@@ -64,7 +75,7 @@ def render_text(tokens: list[Token], width: int = WIDTH) -> str:
             stack[-1].append("\n".join("".join(prefix) + "    " + ln for ln in lines))
         elif kind == "inline":
             rest = "".join(prefix)
-            block = _wrap(_inline(token.children or []), label or rest, rest, width)
+            block = _wrap(_inline(token.children or [], button), label or rest, rest, width)
             label = None
             if heading in _UNDERLINE:
                 longest = max(len(line) for line in block.splitlines())
@@ -89,7 +100,7 @@ def _wrap(text: str, first: str, rest: str, width: int) -> str:
     return "\n".join(lines)
 
 
-def _inline(children: list[Token]) -> str:
+def _inline(children: list[Token], button: bool = False) -> str:
     out: list[str] = []
     links: list[tuple[str, int]] = []  # (href, where its label starts in out)
     for child in children:
@@ -105,7 +116,9 @@ def _inline(children: list[Token]) -> str:
         elif kind == "link_close":
             url, start = links.pop()
             label = "".join(out[start:])
-            if url and url not in (label, f"mailto:{label}"):
+            if button and url:
+                out.append(f":\n{url}")
+            elif url and url not in (label, f"mailto:{label}"):
                 out.append(f" <{url}>")
         elif kind == "image":
             out.append(child.content or "")

@@ -10,17 +10,17 @@ from dataclasses import dataclass, field
 import jinja2
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import SandboxedEnvironment
-from markdown_it import MarkdownIt
 from markupsafe import Markup, escape
 
 from mailer.content.course import Course, Lesson
+from mailer.content.markup import markdown
 from mailer.content.plaintext import render_text
 from mailer.errors import CourseError, NotFound
 from mailer.keys import Kind, MessageKey
 
 # Per-recipient values; lessons and layouts write {{ first_name }} etc. and
 # stage one leaves the marker {{first_name}} (no spaces, so lxml keeps it).
-SLOTS = ("first_name", "email", "unsubscribe_url", "confirm_url")
+SLOTS = ("first_name", "email", "unsubscribe_url", "confirm_url", "letter_url", "first_letter")
 _SLOT = re.compile(r"\{\{(" + "|".join(SLOTS) + r")\}\}")
 _MARKERS = {name: "{{" + name + "}}" for name in SLOTS}
 BROADCAST_FOOTER = "You are receiving this because you subscribed to {course}."
@@ -57,6 +57,8 @@ class Recipient:
     email: str
     unsubscribe_url: str
     confirm_url: str = ""
+    letter_url: str = ""  # this letter (a reminder: its week's letter) on the web
+    first_letter: str = ""  # the welcome: when lesson 1 arrives, in the reader's zone
 
 
 @dataclass(frozen=True)
@@ -92,12 +94,16 @@ class Renderer:
         postal_address: str | None = None,
         help_url: str | None = None,
         base_url: str = "",
+        sender_address: str = "",
+        replies: bool = False,
     ) -> None:
         self.course = course
         self._extra = {
             "postal_address": postal_address or "",
             "help_url": help_url or "",
             "base_url": base_url,
+            "sender_address": sender_address,
+            "replies": replies,  # reply_to is set: someone reads what readers send back
         }
         self._env = jinja2.Environment(
             loader=jinja2.FileSystemLoader(course.directory),
@@ -112,9 +118,7 @@ class Renderer:
             undefined=jinja2.StrictUndefined,
             keep_trailing_newline=True,
         )
-        self._markdown = MarkdownIt("commonmark", {"typographer": True}).enable(
-            ["replacements", "smartquotes"]
-        )
+        self._markdown = markdown()
         self._cache: dict[str, Rendered] = {}
 
     @property
@@ -140,6 +144,7 @@ class Renderer:
                 title=notice.title,
                 preheader=notice.preheader,
                 footer=notice.footer,
+                kind=notice.key,
             )
         return self._cache[key]
 
@@ -155,8 +160,9 @@ class Renderer:
                 lesson.reminder_subject,
                 lesson.reminder,
                 title=lesson.title,
-                preheader=lesson.reminder_subject,
+                preheader=lesson.reminder_preheader or lesson.reminder_subject,
                 week=week,
+                kind=Kind.REMINDER,
             )
         return self._cache[key]
 
@@ -176,6 +182,7 @@ class Renderer:
             title=subject,
             preheader="",
             footer=BROADCAST_FOOTER.format(course=self.course.title),
+            kind=Kind.BROADCAST,
         )
 
     def message(self, key: str) -> Rendered:
@@ -190,8 +197,6 @@ class Renderer:
         return self.notice(key)
 
     def _render_lesson(self, lesson: Lesson) -> Rendered:
-        course = self.course
-        following = course.lessons[lesson.number] if lesson.number < course.total else None
         return self._render(
             lesson.key,
             lesson.subject,
@@ -199,7 +204,7 @@ class Renderer:
             title=lesson.title,
             preheader=lesson.preheader,
             week=lesson.number,
-            next_title=following.title if following else "",
+            kind=Kind.LESSON,
         )
 
     def _render(
@@ -212,8 +217,8 @@ class Renderer:
         title: str,
         preheader: str,
         week: int | None = None,
-        next_title: str = "",
         footer: str = "",
+        kind: str,
     ) -> Rendered:
         course = self.course
         context = {
@@ -226,8 +231,12 @@ class Renderer:
             "title": title,
             "subject": subject,
             "preheader": preheader,
-            "next_title": next_title,
             "footer": footer,
+            "kind": kind,  # lesson, reminder, broadcast, or the notice's key (confirm, welcome)
+            "signature": course.signature,
+            "language": course.language,
+            "direction": course.direction,
+            "reminders": course.reminders,
             "lesson_titles": [lesson.title for lesson in course.lessons],
         }
         if source_name is not None:

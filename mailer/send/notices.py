@@ -108,6 +108,8 @@ def prepare(session: Session, composer: Composer, claim: Claim, now: datetime) -
             name=sub.name,
             date=now,
             message_id=row.message_id,
+            first_lesson_due=sub.next_due_at if sub.next_lesson == 1 else None,
+            timezone=sub.timezone,
         )
     except Exception:
         settle.release(session, claim, now, "could not be rendered")

@@ -1,17 +1,18 @@
-"""The small web face: sign-up form, double opt-in confirmation, one-click unsubscribe."""
+"""The small web face: sign-up form, double opt-in, one-click unsubscribe, letters, privacy."""
 
 from __future__ import annotations
 
 import logging
 import zoneinfo
+from email.utils import parseaddr
 from functools import cache
 from pathlib import Path
 
 import jinja2
-from flask import Flask, Response, render_template, request
+from flask import Flask, Response, make_response, render_template, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from mailer.app import signup
+from mailer.app import letters, signup
 from mailer.content.course import default_course_dir
 from mailer.runtime import Runtime
 from mailer.tokens import Tokens
@@ -25,7 +26,7 @@ log = logging.getLogger("rekindle.web")
 SIGNUPS_PER_CLIENT = 5  # accepted sign-ups per client address per window
 SIGNUP_WINDOW = 600.0  # seconds
 HONEYPOT = "website"
-ADDRESS_PROBLEM = "Please check your email address: we can't send to it as it is written."
+ADDRESS_PROBLEM = "Please check your email address: we can’t send to it as it is written."
 NAME_PROBLEM = (
     f"Please give just your first name, up to {MAX_NAME} characters, "
     "without line breaks or special characters."
@@ -118,6 +119,7 @@ def create_app(runtime: Runtime) -> Flask:
         "course_tagline": course.tagline,
         "lesson_titles": [lesson.title for lesson in course.lessons],
         "postal_address": settings.postal_address or "",
+        "privacy_url": settings.privacy_url or "/privacy",
     }
 
     def render(name: str, status: int = 200, **context: object) -> tuple[str, int]:
@@ -227,6 +229,25 @@ def create_app(runtime: Runtime) -> Flask:
         if outcome == signup.Unsubscribe.INVALID:
             return render("invalid.html", 400, what="unsubscribe")
         return render("unsubscribed.html")
+
+    @app.get("/letters/<token>")
+    def letter(token: str) -> Response:
+        # GET and HEAD only, and read only: a letter for the subscriber the token names.
+        with runtime.session() as session:
+            page = letters.letter_page(session, composer, token)
+        if page.shown is letters.Shown.INVALID:
+            response = make_response(render("invalid.html", 400, what="letter"))
+        elif page.shown is letters.Shown.GONE:
+            response = make_response(render("gone.html", 410))
+        else:
+            response = make_response(page.html, 200)
+        response.headers["X-Robots-Tag"] = letters.NOINDEX
+        return response
+
+    @app.get("/privacy")
+    def privacy() -> tuple[str, int]:
+        contact = parseaddr(settings.reply_to or settings.from_address)[1]
+        return render("privacy.html", contact=contact)
 
     @app.get("/healthz")
     def health() -> tuple[str, int]:
