@@ -22,7 +22,7 @@ from lxml import html as lxml_html
 
 from clirun import run
 from mailer.runtime import Runtime
-from mailer.web.app import courier_of, create_app
+from mailer.web import courier_of, create_app
 from mailserver import MailServer, Received
 
 BASE_URL = "https://rekindle.example.org"

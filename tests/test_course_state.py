@@ -22,7 +22,7 @@ from flask.testing import FlaskClient
 
 from clirun import listed, run, script
 from mailer.runtime import Runtime
-from mailer.web.app import courier_of, create_app
+from mailer.web import courier_of, create_app
 from mailserver import MailServer
 
 ADA = "ada@example.org"

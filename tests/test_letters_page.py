@@ -23,7 +23,7 @@ from clirun import add, run
 from mailer.runtime import Runtime
 from mailer.store import db
 from mailer.tokens import Tokens
-from mailer.web.app import courier_of, create_app
+from mailer.web import courier_of, create_app
 from webserve import serving
 
 BASE_URL = "https://rekindle.example.org"

@@ -12,7 +12,7 @@ from flask.testing import FlaskClient
 
 from clirun import listed, run, script
 from mailer.runtime import Runtime
-from mailer.web.app import create_app
+from mailer.web import create_app
 
 NOW = "2026-03-02T07:00:00+00:00"
 ANN = "ann@example.org"

@@ -39,7 +39,7 @@ from werkzeug.test import TestResponse
 from clirun import add, listed, run, script
 from mailer.runtime import Runtime
 from mailer.tokens import CONFIRM_SALT
-from mailer.web.app import courier_of, create_app
+from mailer.web import courier_of, create_app
 from mailer.web.courier import STORE_THREAD, Courier
 from mailserver import MailServer, free_port
 from webserve import poll, serving

@@ -35,7 +35,7 @@ def serve(rt: Runtime, host: str, port: int, threads: int) -> None:
     """
     from waitress import serve as run_wsgi
 
-    from mailer.web.app import courier_of, create_app
+    from mailer.web import courier_of, create_app
     from mailer.web.guard import server_options
 
     log_to_stderr("%(asctime)s %(name)s %(message)s", "waitress")
