@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import enum
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -14,8 +15,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from mailer import keys
-from mailer.app.enrolment import earliest_next_lesson, leave
-from mailer.errors import TransportUnavailable
+from mailer.app.enrolment import earliest_next_lesson, find_subscriber, leave
+from mailer.errors import Conflict, NotFound, TransportUnavailable
 from mailer.ledger import queue
 from mailer.send.immediate import deliver_now
 from mailer.send.report import SendReport
@@ -226,6 +227,36 @@ def unsubscribe_by_link(session: Session, tokens: Tokens, token: str, now: datet
         leave(session, sub, now)
     session.commit()
     return Unsubscribe.DONE
+
+
+def invite(
+    session: Session,
+    composer: Composer,
+    open_transport: Callable[[], Transport],
+    address: str,
+    *,
+    name: str | None,
+    timezone: str,
+    now: datetime,
+) -> tuple[SignupRequest, SendReport]:
+    """The operator asks `address` to join (double opt-in): pending, and the confirmation
+    sent at once (queued if the relay cannot be reached); commits. Conflict for someone
+    already on the course: the operator may know what strangers on the web may not."""
+    with contextlib.suppress(NotFound):
+        existing = find_subscriber(session, address)
+        if existing.status not in (Status.PENDING, *REJOINABLE):
+            raise Conflict(f"{existing.email} is already a subscriber (status: {existing.status})")
+    result = request_subscription(
+        session,
+        address,
+        name=name,
+        timezone=timezone,
+        now=now,
+        source="operator",
+        message_id=composer.message_id,
+    )
+    report = deliver_notices(session, open_transport, composer, [result.confirmation], now)
+    return result, report
 
 
 def deliver_notices(

@@ -17,8 +17,7 @@ from mailer.settings_view import redact, secret_values
 
 # Each command's module is imported only when that command runs (or --help lists
 # them all): a cron `send` with nothing due should not pay for rendering, the web
-# face or IMAP. Name -> "module:attribute"; `subscribers` also carries the
-# restart/jump/reminders commands that mailer.cli.progress adds to its group.
+# face or IMAP. Name -> "module:attribute".
 COMMANDS = {
     "broadcast": "mailer.cli.broadcast:group",
     "config": "mailer.cli.config:group",
@@ -31,7 +30,7 @@ COMMANDS = {
     "send": "mailer.cli.delivery:send",
     "serve": "mailer.cli.web:serve",
     "status": "mailer.cli.delivery:status",
-    "subscribers": "mailer.cli.progress:group",
+    "subscribers": "mailer.cli.subscribers:group",
     "test-send": "mailer.cli.course:test_send",
 }
 

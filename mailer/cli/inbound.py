@@ -12,7 +12,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from mailer.app import signup
 from mailer.cli.output import log_to_stderr
 from mailer.errors import DatabaseError, TemporaryError, describe
-from mailer.inbound import handle as inbound
+from mailer.inbound import classify as inbound
+from mailer.inbound.handle import handle
 from mailer.inbound.mailbox import ImapMailbox
 from mailer.masking import url_passwords
 from mailer.runtime import Runtime
@@ -120,7 +121,7 @@ def _handle(rt: Runtime, raw: bytes, recipients: tuple[str, ...]) -> None:
     message = inbound.parse(raw)
     with rt.session() as session:
         composer = rt.composer(session)
-        outcome = inbound.handle(
+        outcome = handle(
             session,
             message,
             composer=composer,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import io
 import sys
 from pathlib import Path
@@ -13,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from mailer.app import enrolment, signup
 from mailer.cli.output import print_json, table
-from mailer.errors import Conflict, InvalidInput, NotFound, TransportUnavailable
+from mailer.errors import InvalidInput, TransportUnavailable
 from mailer.files import private_file
 from mailer.reports import summary as reports
 from mailer.runtime import Runtime
@@ -89,26 +88,13 @@ def add(rt: Runtime, email: str, name: str | None, tz: str | None, double_opt_in
 
 def _add_pending(rt: Runtime, session: Session, email: str, name: str | None, tz: str) -> None:
     address = normalize_email(email)
-    with contextlib.suppress(NotFound):
-        existing = enrolment.find_subscriber(session, address)
-        if existing.status not in (Status.PENDING, *signup.REJOINABLE):
-            raise Conflict(f"{existing.email} is already a subscriber (status: {existing.status})")
     composer = rt.composer(session)
-    result = signup.request_subscription(
-        session,
-        address,
-        name=name,
-        timezone=tz,
-        now=rt.now(),
-        source="operator",
-        message_id=composer.message_id,
+    result, report = signup.invite(
+        session, composer, rt.transport, address, name=name, timezone=tz, now=rt.now()
     )
     if result.confirmation is None:
         click.echo(f"{address} is pending; a confirmation went out less than 24 hours ago")
         return
-    report = signup.deliver_notices(
-        session, rt.transport, composer, [result.confirmation], rt.now()
-    )
     if report.failures:
         raise click.ClickException(
             f"{address} is pending, but the confirmation failed: {report.failures[0]['reply']}"
@@ -338,3 +324,7 @@ def export(rt: Runtime, file: str | None) -> None:
             click.echo(f"exported {count} subscribers to {file}", err=True)
         else:
             csvfile.write_rows(sys.stdout, EXPORT_COLUMNS, rows)
+
+
+# restart, jump and reminders join this group (mailer.cli.progress needs `group` first).
+from mailer.cli import progress  # noqa: E402, F401

@@ -18,14 +18,13 @@ from datetime import datetime, timedelta
 from functools import cache
 from typing import Any
 
-from sqlalchemy import CursorResult, and_, bindparam, or_, select, text, tuple_, update
+from sqlalchemy import and_, bindparam, or_, select, text, tuple_, update
 from sqlalchemy.orm import Session
 
 from mailer.ledger.batch import Batch
 from mailer.ledger.rules import (
     DELIVERIES,
     LEASE,
-    UNCLAIMED,
     Claim,
     Unavailable,
     claimable,
@@ -46,7 +45,6 @@ SUBSCRIBER_COLUMNS = (
     Subscriber.course_round,
     Subscriber.reminders,
 )
-INTERRUPTED = "interrupted: the run sending it stopped before the server's reply was recorded"
 
 
 def due_subscribers(
@@ -243,39 +241,6 @@ def claim_notices(
     session.commit()
     batch.renewed = time.monotonic()
     return got
-
-
-def recover(session: Session, alive: set[str] | None, now: datetime) -> int:
-    """Hand back claims whose lease has ended or whose run is dead; commits; returns how many.
-
-    `alive` names the runs still running (None: no run knows of the others, so
-    only leases count). A message handed back is sent again by whichever run
-    claims it next, with the same Message-ID; if the dead run's server had
-    already accepted it, that is RFC 1047's one unavoidable duplicate.
-    """
-    wall = wall_clock()
-    orphaned: Any = Delivery.claimed_until <= wall
-    if alive is not None:
-        orphaned = or_(
-            orphaned,
-            and_(Delivery.claimed_by.is_not(None), Delivery.claimed_by.not_in(alive)),
-        )
-    result = session.execute(
-        update(Delivery)
-        .where(Delivery.status == DeliveryStatus.SENDING, orphaned)
-        .values(
-            status=DeliveryStatus.DEFERRED,
-            attempts=Delivery.attempts + 1,
-            next_attempt_at=None,
-            last_error=INTERRUPTED,
-            **UNCLAIMED,
-            updated_at=now,
-        )
-        .execution_options(synchronize_session=False)
-    )
-    session.commit()
-    assert isinstance(result, CursorResult)
-    return result.rowcount
 
 
 def claim_one(

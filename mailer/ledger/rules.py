@@ -28,21 +28,24 @@ MAX_RETRY = timedelta(hours=4)
 
 # (from, to) -> the function that makes the move, and when. None: the row does not exist yet.
 TRANSITIONS: dict[tuple[S | None, S], str] = {
-    (None, S.QUEUED): "queue.enqueue / enqueue_broadcast / record.accept (a reminder)",
+    (None, S.QUEUED): "queue.enqueue / enqueue_many / record.record_accepted (a reminder)",
     (None, S.SENDING): "claims.claim_lessons: a lesson's first attempt is born claimed",
     (S.QUEUED, S.SENDING): "claims.claim_*: a run takes it (SKIP LOCKED on PostgreSQL)",
     (S.DEFERRED, S.SENDING): "claims.claim_*: its retry time has come",
     (S.CANCELLED, S.SENDING): "claims.claim_lessons: a lesson wanted again (after a jump)",
     (S.SENDING, S.SENDING): "claims.claim_*: the holder's lease ran out",
-    (S.SENDING, S.SENT): "record.accept: the server said 250 (fenced by the claim token)",
-    (S.SENDING, S.DEFERRED): "settle.defer: 4xx or a dropped connection; claims.recover",
-    (S.SENDING, S.FAILED): "settle.fail: a 5xx, or given up before the next lesson",
+    (S.SENDING, S.SENT): "record.record_accepted: the server said 250 (fenced by the claim token)",
+    (
+        S.SENDING,
+        S.DEFERRED,
+    ): "settle.record_deferred: a 4xx, a dropped connection; recover: run died",
+    (S.SENDING, S.FAILED): "settle.record_refused: a 5xx, or given up before the next lesson",
     (S.SENDING, S.QUEUED): "settle.release / Batch.release_rest: handed back untried",
     (S.SENDING, S.CANCELLED): "settle.cancel: the subscriber may no longer have it",
     (S.QUEUED, S.CANCELLED): "queue.cancel_waiting: the subscriber left, or the plan changed",
     (S.DEFERRED, S.CANCELLED): "queue.cancel_waiting",
     (S.FAILED, S.QUEUED): "queue.enqueue (asked for again) / queue.requeue (operator retry)",
-    (S.CANCELLED, S.QUEUED): "queue.enqueue / record.accept (a reminder queued again)",
+    (S.CANCELLED, S.QUEUED): "queue.enqueue / record.record_accepted (a reminder queued again)",
     (S.SENT, S.QUEUED): "queue.enqueue: a confirmation asked for again a day later",
     (S.FAILED, S.DEFERRED): "queue.requeue: a failed lesson retried by its subscriber's course",
 }

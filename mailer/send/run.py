@@ -17,7 +17,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
 from mailer.errors import DatabaseUnavailable, RekindleError, TransportUnavailable
-from mailer.ledger import claims
+from mailer.ledger.recover import recover
 from mailer.ledger.rules import wall_clock
 from mailer.send import quota, runlock
 from mailer.send.context import RunState, Sending, SendPolicy, StopFlag
@@ -92,7 +92,7 @@ def _send_run(
         report = SendReport(dry_run=dry_run)
         run = None
         if not dry_run:
-            report.recovered = claims.recover(session, guard.alive(session), now)
+            report.recovered = recover(session, guard.alive(session), now)
             run = _start(session, now)
         usage = _Usage(session)
         state = RunState(session, now, report, stop)
