@@ -1,4 +1,4 @@
-"""The schedule rules of SPEC §4: send windows in local time, and when each lesson is due."""
+"""The schedule (docs/scheduling.md): send windows in local time, and when each lesson is due."""
 
 from __future__ import annotations
 

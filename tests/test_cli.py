@@ -1,4 +1,4 @@
-"""The command-line contract of SPEC §8: help, exit codes, errors, config, clock and status."""
+"""The command-line contract (docs/commands.md): help, exit codes, errors, config, clock, status."""
 
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ add = partial(clirun.add, now=ADDED)
 
 
 def test_the_command_tree_is_what_spec_8_lists():
-    """Every command SPEC §8 names (bar daemon, tested elsewhere) is reachable by its words."""
+    """Every command docs/commands.md names (bar daemon, tested elsewhere) is reachable by its words."""
     paths = {" ".join(p) for p, _ in COMMANDS}
     for expected in (
         "subscribers add",

@@ -1,4 +1,4 @@
-"""The course (SPEC §3): manifest, lesson content, one source for both parts, broken content."""
+"""The course (the course (README, "Writing the course")): manifest, lesson content, one source for both parts, broken content."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""SPEC §5 delivery guarantees for one sending process, observed at a real SMTP server."""
+"""docs/guarantees.md delivery guarantees for one sending process, observed at a real SMTP server."""
 
 from __future__ import annotations
 

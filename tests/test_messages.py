@@ -1,4 +1,4 @@
-"""SPEC §6: the lesson messages that actually reach an SMTP server after `rekindle-mail send`."""
+"""the messages (README): the lesson messages that actually reach an SMTP server after `rekindle-mail send`."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Nine simulated weeks of cron runs every four hours, six zones, three DST changes (SPEC §4)."""
+"""Nine simulated weeks of cron runs every four hours, six zones, three DST changes (docs/scheduling.md)."""
 
 from __future__ import annotations
 
@@ -80,7 +80,7 @@ def in_window(instant: datetime, zone: ZoneInfo) -> bool:
 
 
 def expected_sends(person: Person) -> list[datetime]:
-    """SPEC §4 restated independently: the run at which each lesson must go out."""
+    """docs/scheduling.md restated independently: the run at which each lesson must go out."""
     zone = ZoneInfo(person.zone)
     sends: list[datetime] = []
     due = first_opening_after(person.added, zone)
@@ -173,7 +173,7 @@ def iso(instant: datetime) -> str:
 
 @pytest.mark.slow
 def test_nine_weeks_of_cron_runs_send_every_lesson_on_the_run_the_rules_name(env, smtp_server):
-    """Every lesson goes out on exactly the run SPEC §4 names: none early, late or twice."""
+    """Every lesson goes out on exactly the run docs/scheduling.md names: none early, late or twice."""
     env["REKINDLE_SMTP_URL"] = smtp_server.url
     pending = events()
     per_run: list[dict] = []

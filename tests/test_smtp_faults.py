@@ -1,4 +1,4 @@
-"""SPEC §5 and §7: what every SMTP reply at every stage does to a run, from a scripted relay.
+"""docs/guarantees.md: what every SMTP reply at every stage does to a run, from a scripted relay.
 
 The relay is a real aiosmtpd server on loopback (tests/mailserver.py) that answers
 the greeting, EHLO, AUTH, MAIL, RCPT, the DATA command or the final dot with a
@@ -117,7 +117,7 @@ def one_error_line(stderr: str) -> str:
 
 @dataclass(frozen=True)
 class Fault:
-    """A scripted reply and what SPEC §5 says it means."""
+    """A scripted reply and what docs/guarantees.md says it means."""
 
     reply: str
     permanent: bool  # 5xx

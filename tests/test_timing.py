@@ -1,4 +1,4 @@
-"""The scheduling rules of SPEC §4 at the library level: send windows and when lessons are due."""
+"""The scheduling rules of docs/scheduling.md at the library level: send windows and when lessons are due."""
 
 from __future__ import annotations
 

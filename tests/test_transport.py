@@ -1,4 +1,4 @@
-"""SPEC §7: SMTP over verified TLS with AUTH, refusals that keep mail due, the Maildir outbox."""
+"""the transports (README): SMTP over verified TLS with AUTH, refusals that keep mail due, the Maildir outbox."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""SPEC §9 self-service: the sign-up form, double opt-in links and one-click unsubscribe.
+"""README, "People joining and leaving on their own" self-service: the sign-up form, double opt-in links and one-click unsubscribe.
 
 Most tests drive the Flask app (mailer.web.create_app) through its test client on
 a real SQLite file (some also on PostgreSQL) with a real aiosmtpd server; one test

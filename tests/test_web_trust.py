@@ -1,4 +1,4 @@
-"""SPEC §12's web face against a real `rekindle-mail serve`: proxies, background sending, size.
+"""README's web face against a real `rekindle-mail serve`: proxies, background sending, size.
 
 Every test starts `serve` in a subprocess (tests/webserve.py) and talks to it
 over loopback as a reverse proxy or a hostile client would, with raw sockets

@@ -36,7 +36,7 @@ COMMANDS = {
 
 
 class CommandError(click.ClickException):
-    """A one-line error with the exit code SPEC §8 gives it."""
+    """A one-line error with the exit code docs/commands.md gives it."""
 
     def __init__(self, message: str, exit_code: int = 1) -> None:
         super().__init__(message)

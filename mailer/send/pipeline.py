@@ -5,7 +5,7 @@ transport (one SMTP connection) and only talks to the server. While the run
 records a sender's last answer, the sender already sends the next message's
 envelope and content, but holds back its final dot until that answer is
 committed: a crash leaves at most one accepted-but-unrecorded message per open
-connection (SPEC §5). The answers that arrive together are committed together.
+connection (docs/guarantees.md). The answers that arrive together are committed together.
 
 Connections are grouped in lanes, one per relay (mailer.relays), used in order:
 a message goes to the first lane that is up and has quota left. A lane whose
