@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -78,3 +79,29 @@ def add(env: dict[str, str], email: str, *args: str, now: str) -> None:
     """`subscribers add EMAIL ARGS...` at the instant `now`, which must succeed."""
     result = run({**env, "REKINDLE_NOW": now}, "subscribers", "add", email, *args)
     assert result.exit_code == 0, result.output
+
+
+def instant(when: datetime | str) -> str:
+    """An instant as `--now` takes it (ISO-8601 with offset)."""
+    return when if isinstance(when, str) else when.isoformat()
+
+
+def send(env: dict[str, str], when: datetime | str, *extra: str) -> dict:
+    """One `send --now WHEN --json` run, which must succeed; its report."""
+    result = run(env, "send", "--now", instant(when), "--json", *extra)
+    assert result.exit_code == 0, result.output
+    return dict(json.loads(result.stdout))
+
+
+def status(env: dict[str, str], when: datetime | str) -> dict:
+    """`status --now WHEN --json`, which must succeed."""
+    result = run(env, "status", "--now", instant(when), "--json")
+    assert result.exit_code == 0, result.output
+    return dict(json.loads(result.stdout))
+
+
+def add_all(env: dict[str, str], *emails: str) -> None:
+    """`subscribers add` for each address (at REKINDLE_NOW, if `env` sets it), each must succeed."""
+    for address in emails:
+        result = run(env, "subscribers", "add", address)
+        assert result.exit_code == 0, result.output

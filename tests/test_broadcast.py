@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from clirun import add, listed, run, script
+from clirun import add, listed, run, script, send
 from mailserver import MailServer, Received
 
 BODY = """Dear {{ first_name }},
@@ -19,13 +19,6 @@ This week's **bold** step: write one kind sentence to your partner.
 - notice one good thing
 - say it out loud
 """
-
-
-def send(env: dict[str, str], now: str) -> dict:
-    """One `send --json` run at `now`, which must succeed."""
-    result = run(env, "send", "--now", now, "--json")
-    assert result.exit_code == 0, result.output
-    return json.loads(result.stdout)
 
 
 def create(env: dict[str, str], tmp_path: Path, *args: str, body: str = BODY) -> int:

@@ -55,8 +55,8 @@ add = partial(clirun.add, now=ADDED)
 # --- help text (after sqlite-utils tests/test_docs.py) ---------------------------------------
 
 
-def test_the_command_tree_is_what_spec_8_lists():
-    """Every command docs/commands.md names (bar daemon, tested elsewhere) is reachable by its words."""
+def test_the_command_tree_is_what_the_contract_lists():
+    """Every command of docs/commands.md (bar daemon, tested elsewhere) is reachable."""
     paths = {" ".join(p) for p, _ in COMMANDS}
     for expected in (
         "subscribers add",

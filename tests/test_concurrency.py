@@ -1,4 +1,4 @@
-"""docs/guarantees.md under stress: `send` killed with -9, runs that overlap, and a run frozen past its lease.
+"""docs/guarantees.md under stress: `send` killed, overlapping runs, a run frozen past its lease.
 
 Every run here is the installed console script in its own process, sending to
 a real (deliberately slow) SMTP server on loopback; the database is a real

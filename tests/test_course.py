@@ -1,4 +1,4 @@
-"""The course (the course (README, "Writing the course")): manifest, lesson content, one source for both parts, broken content."""
+"""The course (README, "Writing the course"): manifest, lessons, one source, errors."""
 
 from __future__ import annotations
 

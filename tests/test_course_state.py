@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from flask.testing import FlaskClient
 
-from clirun import listed, run, script
+from clirun import listed, run, script, send
 from mailer.runtime import Runtime
 from mailer.web import courier_of, create_app
 from mailserver import MailServer
@@ -75,12 +75,6 @@ def attempt(env: dict[str, str], when: datetime, *args: str) -> Any:
 def add(env: dict[str, str], *emails: str, when: datetime = ADDED, zone: str = "UTC") -> None:
     for address in emails:
         cli(env, when, "subscribers", "add", address, "--timezone", zone)
-
-
-def send(env: dict[str, str], when: datetime, *extra: str) -> dict[str, Any]:
-    result = run(env, "send", "--now", iso(when), "--json", *extra)
-    assert result.exit_code == 0, result.output
-    return json.loads(result.stdout)
 
 
 def send_on(env: dict[str, str], *days: int, hour: int = 9, minute: int = 30) -> None:

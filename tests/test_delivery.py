@@ -1,4 +1,4 @@
-"""docs/guarantees.md delivery guarantees for one sending process, observed at a real SMTP server."""
+"""docs/guarantees.md for one sending process, observed at a real SMTP server."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from clirun import run, script
+from clirun import add_all as add
+from clirun import listed, run, script, send, status
 from mailer.ledger import claims, record
 from mailer.ledger.batch import new_batch
 from mailer.ledger.rules import LEASE, Claim, Unavailable
@@ -43,34 +44,10 @@ def db_env(mail_env: dict[str, str], database_url: str) -> dict[str, str]:
     return {**mail_env, "REKINDLE_DATABASE_URL": database_url}
 
 
-def add(env: dict[str, str], *emails: str) -> None:
-    for address in emails:
-        result = run(env, "subscribers", "add", address)
-        assert result.exit_code == 0, result.output
-
-
-def send(env: dict[str, str], when: datetime, *extra: str) -> dict[str, Any]:
-    result = run(env, "send", "--now", iso(when), "--json", *extra)
-    assert result.exit_code == 0, result.output
-    return json.loads(result.stdout)
-
-
-def listed(env: dict[str, str]) -> dict[str, dict[str, Any]]:
-    result = run(env, "subscribers", "list", "--json")
-    assert result.exit_code == 0, result.output
-    return {row["email"]: row for row in json.loads(result.stdout)}
-
-
 def deliveries(env: dict[str, str], address: str) -> dict[str, dict[str, Any]]:
     result = run(env, "subscribers", "show", address, "--json")
     assert result.exit_code == 0, result.output
     return {d["key"]: d for d in json.loads(result.stdout)["deliveries"]}
-
-
-def status(env: dict[str, str], when: datetime) -> dict[str, Any]:
-    result = run(env, "status", "--now", iso(when), "--json")
-    assert result.exit_code == 0, result.output
-    return json.loads(result.stdout)
 
 
 def message_ids(server: MailServer, address: str) -> list[str]:

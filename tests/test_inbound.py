@@ -68,7 +68,7 @@ def assert_no_traceback(done: CompletedProcess[str]) -> None:
 
 
 def one_error_line(done: CompletedProcess[str]) -> str:
-    """The single line the command printed on stderr (docs/commands.md: one clear line, no traceback)."""
+    """The single line the command printed on stderr (docs/commands.md: one line, no traceback)."""
     assert_no_traceback(done)
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, done.stderr

@@ -1,4 +1,4 @@
-"""the messages (README): the lesson messages that actually reach an SMTP server after `rekindle-mail send`."""
+"""The lesson messages that actually reach an SMTP server after `rekindle-mail send`."""
 
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ import tomllib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from clirun import add, listed, run, script
+from clirun import add, listed, run, script, send, status
 from mailserver import MailServer, Received, free_port
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
@@ -18,13 +18,6 @@ MONDAY = datetime(2026, 3, 2, 10, tzinfo=UTC)
 
 def iso(instant: datetime) -> str:
     return instant.isoformat()
-
-
-def send(env: dict[str, str], now: datetime | str) -> dict:
-    """One `send --json` run at `now`, which must succeed."""
-    result = run(env, "send", "--now", now if isinstance(now, str) else iso(now), "--json")
-    assert result.exit_code == 0, result.output
-    return json.loads(result.stdout)
 
 
 def cli_ok(env: dict[str, str], now: datetime | str, *args: str) -> str:
@@ -39,12 +32,6 @@ def history(env: dict[str, str], email: str) -> dict[str, str]:
     result = run(env, "subscribers", "show", email, "--json")
     assert result.exit_code == 0, result.output
     return {d["key"]: d["status"] for d in json.loads(result.stdout)["deliveries"]}
-
-
-def status(env: dict[str, str], now: datetime | str) -> dict:
-    result = run(env, "status", "--now", now if isinstance(now, str) else iso(now), "--json")
-    assert result.exit_code == 0, result.output
-    return json.loads(result.stdout)
 
 
 def reminders_to(server: MailServer, address: str) -> list[Received]:

@@ -16,7 +16,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 import clirun
-from clirun import listed, run, script
+from clirun import listed, run, script, send
 from conftest import PG_URL
 from mailer.store.db import normalize_url
 from subscribers.models import Status
@@ -82,12 +82,6 @@ def rows(csv_text: str) -> dict[str, dict[str, str]]:
 def write(path: Path, lines: list[str], encoding: str = "utf-8") -> Path:
     path.write_bytes(("\n".join(lines) + "\n").encode(encoding))
     return path
-
-
-def send(env: dict[str, str], now: str) -> dict:
-    result = run(env, "send", "--now", now, "--json")
-    assert result.exit_code == 0, result.output
-    return json.loads(result.stdout)
 
 
 # --- the round trip ---------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Nine simulated weeks of cron runs every four hours, six zones, three DST changes (docs/scheduling.md)."""
+"""Nine weeks of cron runs every 4 hours, six zones, three DST changes (docs/scheduling.md)."""
 
 from __future__ import annotations
 
@@ -173,7 +173,7 @@ def iso(instant: datetime) -> str:
 
 @pytest.mark.slow
 def test_nine_weeks_of_cron_runs_send_every_lesson_on_the_run_the_rules_name(env, smtp_server):
-    """Every lesson goes out on exactly the run docs/scheduling.md names: none early, late or twice."""
+    """Every lesson goes on exactly the run docs/scheduling.md names: none early, late or twice."""
     env["REKINDLE_SMTP_URL"] = smtp_server.url
     pending = events()
     per_run: list[dict] = []

@@ -23,7 +23,8 @@ from typing import Any
 import pytest
 
 import mailer.transport.smtp as smtp_transport
-from clirun import run, script
+from clirun import add_all as add
+from clirun import listed, run, script, send, status
 from mailserver import DROP, PASS, STALL, MailServer, password_checker
 
 # A Monday; every subscriber is in UTC, so lesson 1 is due at 09:00 that morning.
@@ -60,34 +61,10 @@ def short_timeouts(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(smtp_transport, "SESSION_TIMEOUT", TIMEOUT)
 
 
-def add(env: dict[str, str], *emails: str) -> None:
-    for address in emails:
-        result = run(env, "subscribers", "add", address)
-        assert result.exit_code == 0, result.output
-
-
-def send(env: dict[str, str], when: datetime, *extra: str) -> dict[str, Any]:
-    result = run(env, "send", "--now", iso(when), "--json", *extra)
-    assert result.exit_code == 0, result.output
-    return json.loads(result.stdout)
-
-
-def listed(env: dict[str, str]) -> dict[str, dict[str, Any]]:
-    result = run(env, "subscribers", "list", "--json")
-    assert result.exit_code == 0, result.output
-    return {row["email"]: row for row in json.loads(result.stdout)}
-
-
 def deliveries(env: dict[str, str], address: str) -> dict[str, dict[str, Any]]:
     result = run(env, "subscribers", "show", address, "--json")
     assert result.exit_code == 0, result.output
     return {d["key"]: d for d in json.loads(result.stdout)["deliveries"]}
-
-
-def status(env: dict[str, str], when: datetime) -> dict[str, Any]:
-    result = run(env, "status", "--now", iso(when), "--json")
-    assert result.exit_code == 0, result.output
-    return json.loads(result.stdout)
 
 
 def counts(sent: int = 0, failed: int = 0, deferred: int = 0) -> dict[str, int]:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import clirun
-from clirun import listed, run, script
+from clirun import listed, run, script, send
 
 ADDED = "2026-03-02T07:00:00+00:00"  # a Monday, before the 09:00-20:00 window
 IN_WINDOW = "2026-03-02T09:30:00+00:00"
@@ -28,12 +28,6 @@ add = partial(clirun.add, now=ADDED)
 def act(env: dict[str, str], verb: str, email: str, now: str = ADDED) -> None:
     result = run({**env, "REKINDLE_NOW": now}, "subscribers", verb, email)
     assert result.exit_code == 0, result.output
-
-
-def send(env: dict[str, str], now: str) -> dict:
-    result = run(env, "send", "--now", now, "--json")
-    assert result.exit_code == 0, result.output
-    return json.loads(result.stdout)
 
 
 def write(path: Path, text: str, encoding: str = "utf-8") -> Path:

@@ -1,4 +1,4 @@
-"""The scheduling rules of docs/scheduling.md at the library level: send windows and when lessons are due."""
+"""docs/scheduling.md at the library level: send windows and when lessons are due."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""the transports (README): SMTP over verified TLS with AUTH, refusals that keep mail due, the Maildir outbox."""
+"""Transports: SMTP over verified TLS with AUTH, refusals that keep mail due, the Maildir outbox."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""README, "People joining and leaving on their own" self-service: the sign-up form, double opt-in links and one-click unsubscribe.
+"""Self-service (README, "People joining and leaving on their own"): the sign-up form, double
+opt-in links and one-click unsubscribe.
 
 Most tests drive the Flask app (mailer.web.create_app) through its test client on
 a real SQLite file (some also on PostgreSQL) with a real aiosmtpd server; one test
@@ -13,7 +14,6 @@ event, nothing replaced) while `send` runs.
 
 from __future__ import annotations
 
-import json
 import re
 import signal
 import socket
@@ -36,7 +36,7 @@ from itsdangerous import TimestampSigner, URLSafeSerializer, URLSafeTimedSeriali
 from sqlalchemy import Engine, event
 from werkzeug.test import TestResponse
 
-from clirun import add, listed, run, script
+from clirun import add, listed, run, script, send
 from mailer.runtime import Runtime
 from mailer.tokens import CONFIRM_SALT
 from mailer.web import courier_of, create_app
@@ -235,12 +235,6 @@ def confirm(client: FlaskClient, link: str, headers: dict[str, str] | None = Non
     response = client.post(path(link), headers=headers or {})
     courier(client.application).wait_idle()
     return response
-
-
-def send(env: dict[str, str], when: datetime | str) -> dict:
-    result = run(env, "send", "--now", when if isinstance(when, str) else iso(when), "--json")
-    assert result.exit_code == 0, result.output
-    return json.loads(result.stdout)
 
 
 def check_inbox_page(client: FlaskClient) -> bytes:
