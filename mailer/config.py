@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 from mailer.errors import ConfigError
 from mailer.masking import mask_url, url_passwords
-from mailer.timing import SendWindow
+from mailer.timing import SendWindow, Windows
 from mailer.transport.relays import Relay, parse_relays
 from subscribers.errors import InvalidInput
 from subscribers.validation import check_timezone
@@ -39,6 +39,7 @@ KEYS = (
     "postal_address",
     "timezone",
     "send_window",
+    "evening_window",
     "rate_limit",
     "claim_lease",
     "smtp_connections",
@@ -78,6 +79,7 @@ class Settings:
     base_url: str
     timezone: str
     send_window: SendWindow
+    evening_window: SendWindow = SendWindow.parse("18:00-21:00")  # for readers who chose evening
     smtp_url: str | None = None
     relays: tuple[Relay, ...] = ()  # smtp_url's relays, in the order they are tried
     smtp_password: str | None = field(default=None, repr=False)
@@ -100,6 +102,11 @@ class Settings:
     bounce_address: str | None = None  # envelope sender base (VERP); default: `from`
     imap_quarantine: str | None = None  # IMAP folder for messages inbound cannot handle
     config_file: Path | None = None
+
+    @property
+    def windows(self) -> Windows:
+        """The windows a subscriber may choose: morning (`send_window`) and evening."""
+        return Windows(self.send_window, self.evening_window)
 
     @property
     def sender_email(self) -> str:
@@ -306,6 +313,9 @@ def _validate(raw: Mapping[str, object], path: Path | None) -> Settings:
         base_url=base_url,
         timezone=timezone,
         send_window=SendWindow.parse(_text(raw, "send_window") or "09:00-20:00"),
+        evening_window=SendWindow.parse(
+            _text(raw, "evening_window") or "18:00-21:00", "evening_window"
+        ),
         smtp_url=smtp_url,
         relays=relays,
         smtp_password=_text(raw, "smtp_password"),

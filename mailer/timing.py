@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -24,17 +25,17 @@ class SendWindow:
     end: time
 
     @classmethod
-    def parse(cls, text: str) -> SendWindow:
-        """Parse 'HH:MM-HH:MM'."""
+    def parse(cls, text: str, setting: str = "send_window") -> SendWindow:
+        """Parse 'HH:MM-HH:MM' (errors name `setting`)."""
         m = _WINDOW.match(text)
         if not m:
-            raise ConfigError(f"send_window {text!r} is not of the form HH:MM-HH:MM")
+            raise ConfigError(f"{setting} {text!r} is not of the form HH:MM-HH:MM")
         h1, m1, h2, m2 = (int(g) for g in m.groups())
         if h1 > 23 or h2 > 24 or m1 > 59 or m2 > 59 or (h2 == 24 and m2):
-            raise ConfigError(f"send_window {text!r} has an impossible time of day")
+            raise ConfigError(f"{setting} {text!r} has an impossible time of day")
         end = time(0, 0) if h2 == 24 else time(h2, m2)
         if (h1, m1) == (end.hour, end.minute) and h2 != 24:
-            raise ConfigError(f"send_window {text!r} is empty")
+            raise ConfigError(f"{setting} {text!r} is empty")
         return cls(time(h1, m1), end)
 
     def __str__(self) -> str:
@@ -65,6 +66,26 @@ class SendWindow:
         return self.contains(instant.astimezone(zone).time())
 
 
+class TimeOfDay(enum.StrEnum):
+    """When a subscriber reads: the morning window (`send_window`) or `evening_window`."""
+
+    MORNING = "morning"
+    EVENING = "evening"
+
+
+@dataclass(frozen=True)
+class Windows:
+    """The send windows a subscriber may choose between; each subscriber's own replaces
+    `send_window` wherever a window is used (docs/scheduling.md)."""
+
+    morning: SendWindow
+    evening: SendWindow
+
+    def of(self, time_of_day: str | None) -> SendWindow:
+        """The window of a subscriber who chose `time_of_day` (morning unless evening)."""
+        return self.evening if time_of_day == TimeOfDay.EVENING else self.morning
+
+
 def first_lesson_due(start: datetime, window: SendWindow, zone: ZoneInfo) -> datetime:
     """Rule 1: lesson 1 is due when the first window at or after the start opens."""
     return window.next_opening(start, zone)
@@ -82,6 +103,22 @@ def resumed_due(
     """Rule 5: after resume, the next window, never earlier than rule 2's `earliest`."""
     opening = window.next_opening(now, zone)
     return max(opening, earliest) if earliest is not None else opening
+
+
+def moved_due(
+    due: datetime, zone: ZoneInfo, window: SendWindow, new_zone: ZoneInfo, now: datetime
+) -> datetime:
+    """A new time zone or time of day: the lesson keeps its local date (in the old `zone`)
+    and moves to the start of `window` on that date in `new_zone`; due at once (`now`) if
+    that instant has passed."""
+    return max(window.opens_on(due.astimezone(zone).date(), new_zone), now)
+
+
+def week_later(due: datetime, zone: ZoneInfo, weeks: int = 1) -> datetime:
+    """A week off: the same local time, 7 local calendar days later (rule 6: never by hours)."""
+    local = due.astimezone(zone)
+    later = local.date() + timedelta(days=LESSON_SPACING_DAYS * weeks)
+    return datetime.combine(later, local.time(), tzinfo=zone).astimezone(UTC)
 
 
 def parse_instant(text: str, what: str = "time") -> datetime:

@@ -72,6 +72,11 @@ class Subscriber(Base):
     course_round: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     # Mid-week practice reminders, unless the subscriber asked not to have them.
     reminders: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    # The reader's pace: morning (send_window) or evening (evening_window), and the weeks
+    # off taken for lesson `weeks_off_lesson` (at most four per lesson).
+    time_of_day: Mapped[str] = mapped_column(String(16), default="morning", server_default="morning")
+    weeks_off: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    weeks_off_lesson: Mapped[int | None] = mapped_column(Integer)
 
     __table_args__ = (
         Index("uq_subscribers_email", func.lower(email), unique=True),

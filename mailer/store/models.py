@@ -108,3 +108,20 @@ class RelayUsage(Base):
     relay: Mapped[str] = mapped_column(String(255), primary_key=True)  # host:port
     day: Mapped[date] = mapped_column(Date, primary_key=True)
     sent: Mapped[int] = mapped_column(Integer)
+
+
+class Change(Base):
+    """One change to a subscriber's course: who made it (the reader on their course page,
+    the operator with the CLI), when, and what (README, "The course page")."""
+
+    __tablename__ = "changes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscribers.id", ondelete="CASCADE"))
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    actor: Mapped[str] = mapped_column(String(16))  # reader or operator
+    via: Mapped[str] = mapped_column(String(32))  # course page, unsubscribe link, cli
+    change: Mapped[str] = mapped_column(String(32))  # week off, pause, time zone, ...
+    detail: Mapped[str] = mapped_column(Text)
+
+    __table_args__ = (Index("ix_changes_subscriber", "subscriber_id", "id"),)

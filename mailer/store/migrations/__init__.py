@@ -1,4 +1,4 @@
 """Alembic migrations shipped with rekindle-mail; HEAD names the newest one."""
 
 # Kept in step with versions/ by tests/test_store.py (saves importing Alembic on every run).
-HEAD = "0006"
+HEAD = "0007"
