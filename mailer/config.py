@@ -23,6 +23,7 @@ APP_NAME = "rekindle-mail"
 CONFIG_FILE = "rekindle.toml"
 ENV_PREFIX = "REKINDLE_"
 DEFAULT_BASE_URL = "http://localhost:8080"
+EVENING = SendWindow.parse("18:00-21:00")  # evening_window's default
 _ADDRESS = re.compile(r"^[^@\s<>\"]+@[^@\s<>\"]+$")
 
 # Every key a config file may hold; each can be overridden by REKINDLE_<KEY>.
@@ -79,7 +80,7 @@ class Settings:
     base_url: str
     timezone: str
     send_window: SendWindow
-    evening_window: SendWindow = SendWindow.parse("18:00-21:00")  # for readers who chose evening
+    evening_window: SendWindow = EVENING  # for readers who chose evening
     smtp_url: str | None = None
     relays: tuple[Relay, ...] = ()  # smtp_url's relays, in the order they are tried
     smtp_password: str | None = field(default=None, repr=False)
@@ -314,7 +315,7 @@ def _validate(raw: Mapping[str, object], path: Path | None) -> Settings:
         timezone=timezone,
         send_window=SendWindow.parse(_text(raw, "send_window") or "09:00-20:00"),
         evening_window=SendWindow.parse(
-            _text(raw, "evening_window") or "18:00-21:00", "evening_window"
+            _text(raw, "evening_window") or str(EVENING), "evening_window"
         ),
         smtp_url=smtp_url,
         relays=relays,

@@ -20,6 +20,9 @@ VERP_SALT = b"rekindle.verp"
 VERP_MAC_BYTES = 8  # 64 bits: a forger gets one guess per message we receive
 LETTER_SALT = b"rekindle.letter"
 LETTER_MAC_BYTES = 16
+COURSE_SALT = b"rekindle.course"
+ERASE_SALT = "rekindle.erase"
+ERASE_MAX_AGE = timedelta(minutes=30)
 _MESSAGE_ID = re.compile(r"<?\s*([a-z0-9/-]{1,80})\.([0-9a-f]{24})@([^>\s]{1,255})\s*>?\Z")
 
 
@@ -71,6 +74,8 @@ class Tokens:
         self._secret = secret.encode()
         self._verp_key = hmac.digest(self._secret, VERP_SALT, "sha256")
         self._letter_key = hmac.digest(self._secret, LETTER_SALT, "sha256")
+        self._course_key = hmac.digest(self._secret, COURSE_SALT, "sha256")
+        self._erase = URLSafeTimedSerializer(secret, salt=ERASE_SALT)
         self._unsubscribe = ShortSerializer(secret, salt=UNSUBSCRIBE_SALT, signer=KeyOnceSigner)
         self._confirm = URLSafeTimedSerializer(secret, salt=CONFIRM_SALT)
 
@@ -184,6 +189,53 @@ class Tokens:
         if claim is None or claim[0] != subscriber_id:
             return False
         return hmac.compare_digest(token, self.letter(subscriber_id, email, claim[1]))
+
+    def course(self, subscriber_id: int, email: str) -> str:
+        """The course-page token of a subscriber: one HMAC over their id and address.
+
+        URL-safe base64 of the id (4 bytes) and a truncated HMAC (its own salt) of the
+        id and the address, so the link stops working once the subscriber is erased
+        or their address changes (README, "The course page"). It does not expire.
+        """
+        payload = subscriber_id.to_bytes(4, "big")
+        return _b64(payload + self._course_mac(payload, email))
+
+    def course_claim(self, token: str) -> int | None:
+        """The subscriber id a well-formed course-page token names, NOT yet verified.
+
+        Check it with `is_course` against that subscriber's address before acting.
+        """
+        if len(token) != 27 or not token.isascii():  # 20 bytes, unpadded base64
+            return None
+        try:
+            raw = base64.urlsafe_b64decode(token + "=")
+        except ValueError:
+            return None
+        if len(raw) != 4 + LETTER_MAC_BYTES or _b64(raw) != token:  # canonical spelling only
+            return None
+        return int.from_bytes(raw[:4], "big")
+
+    def is_course(self, token: str, subscriber_id: int, email: str) -> bool:
+        """True when `token` is the course-page token we made for this subscriber and address."""
+        if self.course_claim(token) != subscriber_id:
+            return False
+        return hmac.compare_digest(token, self.course(subscriber_id, email))
+
+    def erase(self, subscriber_id: int, email: str) -> str:
+        """The value the "erase me" confirmation form carries; it expires (ERASE_MAX_AGE)."""
+        return str(self._erase.dumps([subscriber_id, self.email_digest(email)]))
+
+    def is_erase(self, value: str, subscriber_id: int, email: str) -> bool:
+        """True when `value` is a live erase confirmation for this subscriber and address."""
+        try:
+            found = self._erase.loads(value, max_age=int(ERASE_MAX_AGE.total_seconds()))
+        except BadSignature:  # SignatureExpired is a BadSignature
+            return False
+        return _pair(found) == (subscriber_id, self.email_digest(email))
+
+    def _course_mac(self, payload: bytes, email: str) -> bytes:
+        message = payload + b"\0" + email.strip().lower().encode()
+        return hmac.digest(self._course_key, message, "sha256")[:LETTER_MAC_BYTES]
 
     def _letter_mac(self, payload: bytes, email: str) -> bytes:
         message = payload + b"\0" + email.strip().lower().encode()

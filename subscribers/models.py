@@ -74,7 +74,9 @@ class Subscriber(Base):
     reminders: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
     # The reader's pace: morning (send_window) or evening (evening_window), and the weeks
     # off taken for lesson `weeks_off_lesson` (at most four per lesson).
-    time_of_day: Mapped[str] = mapped_column(String(16), default="morning", server_default="morning")
+    time_of_day: Mapped[str] = mapped_column(
+        String(16), default="morning", server_default="morning"
+    )
     weeks_off: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     weeks_off_lesson: Mapped[int | None] = mapped_column(Integer)
 

@@ -60,6 +60,7 @@ def letter_page(session: Session, composer: Composer, token: str) -> LetterPage:
         email=sub.email,
         unsubscribe_url=composer.unsubscribe_url(sub.id, sub.email),
         letter_url=f"{composer.base_url}/letters/{token}",
+        course_url=composer.course_url(sub.id, sub.email),
     )
     _, html = content.personalise(recipient)
     html = html.replace("\r\n", "\n")

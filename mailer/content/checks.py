@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from mailer import keys
 from mailer.config import Settings
 from mailer.content.compose import NEXT_MORNING, first_name
+from mailer.content.course import ERASED
 from mailer.content.message import MessageBuilder, Sender
 from mailer.content.render import Recipient, Rendered, Renderer
 from mailer.errors import CourseError
@@ -32,6 +33,7 @@ def _recipient(renderer: Renderer, settings: Settings) -> Recipient:
         f"{settings.base_url}/confirm/sample",
         f"{settings.base_url}/letters/sample",
         NEXT_MORNING,
+        f"{settings.base_url}/course/sample",
     )
 
 
@@ -83,6 +85,7 @@ def _check_message(renderer: Renderer, settings: Settings, key: str, what: str) 
         date=datetime.now(UTC),
         letter_url=recipient.letter_url,
         first_letter=recipient.first_letter,
+        course_url=recipient.course_url,
     )
     parsed = email.message_from_bytes(message.data, policy=email.policy.default)
     parts = [p.get_content_type() for p in parsed.iter_parts()]
@@ -90,7 +93,8 @@ def _check_message(renderer: Renderer, settings: Settings, key: str, what: str) 
         raise CourseError(f"{what}: the assembled message is malformed")
     for part, body in (("text", text), ("HTML", html)):
         # The confirmation goes to someone who has not subscribed: it offers "ignore this
-        # email" instead (README, "People joining and leaving on their own").
-        if key != keys.CONFIRM and "/unsubscribe/sample" not in body:
+        # email" instead (README, "People joining and leaving on their own"); after an
+        # erasure there is nobody left to unsubscribe.
+        if key not in (keys.CONFIRM, ERASED) and "/unsubscribe/sample" not in body:
             raise CourseError(f"{what}: the {part} part has no unsubscribe link")
     return content

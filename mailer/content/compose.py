@@ -76,6 +76,10 @@ class Composer:
         """Letter `key` as a web page for this subscriber (README, "Read in your browser")."""
         return f"{self.base_url}/letters/{self.tokens.letter(subscriber_id, email, key)}"
 
+    def course_url(self, subscriber_id: int, email: str) -> str:
+        """The reader's course page (README, "The course page"): one HMAC per recipient."""
+        return f"{self.base_url}/course/{self.tokens.course(subscriber_id, email)}"
+
     def compose(
         self,
         key: str,
@@ -104,6 +108,7 @@ class Composer:
             message_id = message_id or self.message_id(subscriber_id, key)
             envelope = self.sender.envelope(self.tokens.verp(subscriber_id, key))
         letter = letter_of(key)
+        managed = builder.content.uses("course_url")
         return builder.build(
             email=email,
             name=name,
@@ -115,6 +120,7 @@ class Composer:
             envelope_sender=envelope,
             letter_url=self.letter_url(subscriber_id, email, letter) if letter else "",
             first_letter=first_letter(first_lesson_due, timezone) if key == keys.WELCOME else "",
+            course_url=self.course_url(subscriber_id, email) if managed else "",
         )
 
     def lesson(

@@ -55,8 +55,10 @@ class Notice:
     footer: str
 
 
-# The notices every course must provide: the double opt-in flow sends them.
-REQUIRED_NOTICES = (keys.CONFIRM, keys.WELCOME)
+# Sent to the address alone after a reader erased themselves: it has no ledger row.
+ERASED = "erased"
+# The notices every course must provide: the double opt-in flow and erasure send them.
+REQUIRED_NOTICES = (keys.CONFIRM, keys.WELCOME, ERASED)
 _LANGUAGE = re.compile(r"[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*\Z")
 
 

@@ -177,10 +177,11 @@ class MessageBuilder:
         envelope_sender: str | None = None,
         letter_url: str = "",
         first_letter: str = "",
+        course_url: str = "",
     ) -> Outgoing:
         """The complete message for one recipient (envelope sender: `bounce_address`)."""
         recipient = Recipient(
-            first_name, email, unsubscribe_url, confirm_url, letter_url, first_letter
+            first_name, email, unsubscribe_url, confirm_url, letter_url, first_letter, course_url
         )
         raw, escaped = self.content.values(recipient)
         unsubscribe = f"<{_UNSAFE.sub('', unsubscribe_url)}>"

@@ -20,7 +20,15 @@ from mailer.keys import Kind, MessageKey
 
 # Per-recipient values; lessons and layouts write {{ first_name }} etc. and
 # stage one leaves the marker {{first_name}} (no spaces, so lxml keeps it).
-SLOTS = ("first_name", "email", "unsubscribe_url", "confirm_url", "letter_url", "first_letter")
+SLOTS = (
+    "first_name",
+    "email",
+    "unsubscribe_url",
+    "confirm_url",
+    "letter_url",
+    "first_letter",
+    "course_url",
+)
 _SLOT = re.compile(r"\{\{(" + "|".join(SLOTS) + r")\}\}")
 _MARKERS = {name: "{{" + name + "}}" for name in SLOTS}
 BROADCAST_FOOTER = "You are receiving this because you subscribed to {course}."
@@ -59,6 +67,7 @@ class Recipient:
     confirm_url: str = ""
     letter_url: str = ""  # this letter (a reminder: its week's letter) on the web
     first_letter: str = ""  # the welcome: when lesson 1 arrives, in the reader's zone
+    course_url: str = ""  # the reader's course page (README, "The course page")
 
 
 @dataclass(frozen=True)
@@ -70,6 +79,10 @@ class Rendered:
     text: Slots
     html: Slots
     words: int = field(compare=False)
+
+    def uses(self, slot: str) -> bool:
+        """True when either part has the per-recipient slot `slot` (so it must be computed)."""
+        return slot in self.text.names or slot in self.html.names
 
     def personalise(self, recipient: Recipient) -> tuple[str, str]:
         """(text part, html part) for `recipient`, CRLF line endings, HTML values escaped."""
