@@ -130,11 +130,11 @@ class Runtime:
         return open_transport(self.settings, relay)
 
     def send_policy(self) -> SendPolicy:
-        """How a send run sends: the send window, the pace, the claim lease."""
+        """How a send run sends: the send windows, the pace, the claim lease."""
         from mailer.send.context import SendPolicy
 
         s = self.settings
-        return SendPolicy(s.send_window, s.rate_limit, timedelta(seconds=s.claim_lease))
+        return SendPolicy(s.windows, s.rate_limit, timedelta(seconds=s.claim_lease))
 
     def lanes(self, connections: int | None = None) -> list[Lane]:
         """One lane per relay in `smtp_url` (or the outbox), each with its connections."""

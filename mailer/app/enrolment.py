@@ -1,4 +1,4 @@
-"""Service functions that change who is on the course: add, import, pause, resume, leave, erase."""
+"""Service functions that change who is on the course: add, import, leave, erase."""
 
 from __future__ import annotations
 
@@ -8,15 +8,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import CursorResult, delete, func, insert, select
 from sqlalchemy.orm import Session
 
 from mailer import keys
 from mailer.errors import Conflict, NotFound
 from mailer.keys import Kind
 from mailer.ledger import queue
-from mailer.store.models import Delivery, DeliveryStatus
-from mailer.timing import SendWindow, first_lesson_due, next_lesson_due, resumed_due
+from mailer.store.models import Change, Delivery, DeliveryStatus
+from mailer.timing import SendWindow, first_lesson_due, next_lesson_due
 from subscribers.csvfile import BadRow, Row
 from subscribers.models import Status, Subscriber
 from subscribers.validation import check_timezone, clean_name, normalize_email
@@ -168,19 +168,6 @@ def _imported_row(
     return row
 
 
-def pause(session: Session, email: str, now: datetime) -> Subscriber:
-    """Stop course mail for an active subscriber until `resume`; commits."""
-    sub = find_subscriber(session, email)
-    if sub.status != Status.ACTIVE:
-        raise Conflict(
-            f"{sub.email} is {sub.status}, not active: only active subscribers can pause"
-        )
-    sub.status = Status.PAUSED
-    sub.status_changed_at = now
-    session.commit()
-    return sub
-
-
 def last_lesson_sent(session: Session, subscriber_id: int) -> datetime | None:
     """When the subscriber's most recent lesson went out (in any round of the course)."""
     return session.scalar(
@@ -198,34 +185,6 @@ def earliest_next_lesson(session: Session, sub: Subscriber, window: SendWindow) 
     return next_lesson_due(last, window, ZoneInfo(sub.timezone)) if last else None
 
 
-def resume(session: Session, email: str, now: datetime, window: SendWindow) -> Subscriber:
-    """Continue a paused (or bounced) subscriber: next lesson at the next window (rule 5)."""
-    sub = find_subscriber(session, email)
-    if sub.status not in (Status.PAUSED, Status.BOUNCED):
-        raise Conflict(f"{sub.email} is {sub.status}: only paused or bounced subscribers resume")
-    zone = ZoneInfo(sub.timezone)
-    earliest = earliest_next_lesson(session, sub, window)
-    if sub.status == Status.BOUNCED and sub.next_lesson:
-        # The operator vouches the address works again: retry the lesson that bounced.
-        queue.retry_lesson(session, sub.id, sub.next_lesson, now)
-    sub.status = Status.ACTIVE
-    sub.status_changed_at = now
-    sub.next_lesson = sub.next_lesson or 1
-    sub.next_due_at = resumed_due(earliest, now, window, zone)
-    session.commit()
-    return sub
-
-
-def unsubscribe(session: Session, email: str, now: datetime) -> Subscriber:
-    """Stop all mail to the subscriber for good (their record is kept); commits."""
-    sub = find_subscriber(session, email)
-    if sub.status == Status.UNSUBSCRIBED:
-        raise Conflict(f"{sub.email} is already unsubscribed")
-    leave(session, sub, now)
-    session.commit()
-    return sub
-
-
 def leave(session: Session, sub: Subscriber, now: datetime) -> None:
     """Unsubscribe `sub`: no lesson is scheduled and queued notices are cancelled; no commit."""
     sub.status = Status.UNSUBSCRIBED
@@ -238,7 +197,16 @@ def remove(session: Session, email: str) -> str:
     """Erase the subscriber and their delivery history (GDPR art. 17); commits."""
     sub = find_subscriber(session, email)
     address = sub.email
-    queue.erase(session, sub.id)
-    session.delete(sub)
-    session.commit()
+    erase(session, sub)
     return address
+
+
+def erase(session: Session, sub: Subscriber) -> bool:
+    """Delete the subscriber, their delivery history and the history of their course;
+    commits. False when another request erased them first (so only one says goodbye)."""
+    queue.erase(session, sub.id)
+    session.execute(delete(Change).where(Change.subscriber_id == sub.id))
+    result = session.execute(delete(Subscriber).where(Subscriber.id == sub.id))
+    assert isinstance(result, CursorResult)
+    session.commit()
+    return result.rowcount == 1

@@ -16,7 +16,7 @@ from mailer.keys import Kind, MessageKey
 from mailer.ledger import queue
 from mailer.reports.summary import iso
 from mailer.store.models import Delivery, DeliveryStatus
-from mailer.timing import SendWindow, resumed_due
+from mailer.timing import Windows, resumed_due
 from subscribers.models import Status, Subscriber
 
 
@@ -58,7 +58,7 @@ class Retry:
     skipped: list[str] = field(default_factory=list)
 
 
-def retry_failed(session: Session, now: datetime, window: SendWindow) -> Retry:
+def retry_failed(session: Session, now: datetime, windows: Windows) -> Retry:
     """Put permanently failed deliveries back in the queue; commits.
 
     Bounced, unsubscribed and erased subscribers are left alone. A failed lesson
@@ -82,7 +82,7 @@ def retry_failed(session: Session, now: datetime, window: SendWindow) -> Retry:
         if key.round is not None:  # archived by restart or jump
             result.skipped.append(f"{label} (from an earlier round of the course)")
             continue
-        if key.kind == Kind.LESSON and not _rewind(session, sub, key, now, window):
+        if key.kind == Kind.LESSON and not _rewind(session, sub, key, now, windows):
             result.skipped.append(f"{label} (the course has moved on past it)")
             continue
         note = f"retry requested after: {delivery.last_error or 'a failure'}"
@@ -93,7 +93,7 @@ def retry_failed(session: Session, now: datetime, window: SendWindow) -> Retry:
 
 
 def _rewind(
-    session: Session, sub: Subscriber, lesson: MessageKey, now: datetime, window: SendWindow
+    session: Session, sub: Subscriber, lesson: MessageKey, now: datetime, windows: Windows
 ) -> bool:
     week = lesson.week or 1
     if sub.status not in (Status.ACTIVE, Status.PAUSED, Status.COMPLETED):
@@ -106,7 +106,7 @@ def _rewind(
     on_it = sub.next_lesson in (week + 1, None) and following is None
     if not on_it:
         return False
-    zone = ZoneInfo(sub.timezone)
+    zone, window = ZoneInfo(sub.timezone), windows.of(sub.time_of_day)
     earliest = earliest_next_lesson(session, sub, window)
     sub.next_lesson = week
     sub.next_due_at = resumed_due(earliest, now, window, zone)

@@ -1,4 +1,4 @@
-"""A subscriber's place in the course: start again, jump to a lesson, reminders, what lies ahead."""
+"""A subscriber's place in the course: start again, jump to a lesson, what lies ahead."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from mailer import keys
+from mailer.app import history
 from mailer.app.enrolment import earliest_next_lesson, find_subscriber
 from mailer.content.course import Course
 from mailer.errors import Conflict
@@ -17,17 +18,18 @@ from mailer.keys import Kind
 from mailer.ledger import queue
 from mailer.ledger.rules import WAITING
 from mailer.store.models import Delivery
-from mailer.timing import SendWindow, next_lesson_due, resumed_due
+from mailer.timing import Windows, next_lesson_due, resumed_due
 from subscribers.models import Status, Subscriber
 
 # Subscribers whose course can be changed by the operator.
 ON_COURSE = (Status.ACTIVE, Status.PAUSED, Status.COMPLETED)
 
 
-def restart(session: Session, email: str, now: datetime, window: SendWindow) -> Subscriber:
+def restart(session: Session, email: str, now: datetime, windows: Windows) -> Subscriber:
     """Start the course again from lesson 1 at the next window (a week after the last
     lesson at the earliest); earlier deliveries stay in the history; commits."""
     sub = _on_course(session, email)
+    window = windows.of(sub.time_of_day)
     earliest = earliest_next_lesson(session, sub, window)
     _archive(session, sub, from_week=1, now=now)
     sub.status = Status.ACTIVE
@@ -35,12 +37,15 @@ def restart(session: Session, email: str, now: datetime, window: SendWindow) -> 
     sub.started_at = now
     sub.next_lesson = 1
     sub.next_due_at = resumed_due(earliest, now, window, ZoneInfo(sub.timezone))
+    sub.weeks_off = 0
+    detail = f"lesson 1 due {history.local(sub.next_due_at, sub.timezone)}"
+    history.record(session, sub, history.OPERATOR, "restart", detail, now)
     session.commit()
     return sub
 
 
 def jump(
-    session: Session, email: str, week: int, course: Course, now: datetime, window: SendWindow
+    session: Session, email: str, week: int, course: Course, now: datetime, windows: Windows
 ) -> Subscriber:
     """Make lesson `week` the subscriber's next one; commits.
 
@@ -50,6 +55,7 @@ def jump(
     """
     course.lesson(week)
     sub = _on_course(session, email)
+    window = windows.of(sub.time_of_day)
     earliest = earliest_next_lesson(session, sub, window)
     done = session.scalar(
         select(func.count())
@@ -68,16 +74,9 @@ def jump(
         sub.status_changed_at = now
     sub.next_lesson = week
     sub.next_due_at = resumed_due(earliest, now, window, ZoneInfo(sub.timezone))
-    session.commit()
-    return sub
-
-
-def set_reminders(session: Session, email: str, on: bool, now: datetime) -> Subscriber:
-    """Switch mid-week reminders on or off for one subscriber (off cancels queued ones)."""
-    sub = find_subscriber(session, email)
-    sub.reminders = on
-    if not on:
-        queue.cancel_waiting(session, sub.id, now, "replaced", kind=Kind.REMINDER)
+    sub.weeks_off = 0
+    detail = f"lesson {week} due {history.local(sub.next_due_at, sub.timezone)}"
+    history.record(session, sub, history.OPERATOR, "jump", detail, now)
     session.commit()
     return sub
 
@@ -91,16 +90,24 @@ class Planned:
 
 
 def timeline(
-    session: Session, email: str, course: Course, window: SendWindow, now: datetime
+    session: Session, email: str, course: Course, windows: Windows, now: datetime
 ) -> tuple[Subscriber, list[Planned]]:
-    """When each remaining lesson and reminder will go out, if every run is on time.
-
-    A paused subscriber's timeline is the one `resume` would give them now.
-    """
+    """When each remaining lesson and reminder will reach `email`, if every run is on time."""
     sub = find_subscriber(session, email)
-    zone = ZoneInfo(sub.timezone)
+    return sub, plan(session, sub, course, windows, now)
+
+
+def plan(
+    session: Session, sub: Subscriber, course: Course, windows: Windows, now: datetime
+) -> list[Planned]:
+    """When each remaining lesson and reminder will go out, if every run is on time, in the
+    subscriber's own zone and window (their time of day).
+
+    A paused subscriber's plan is the one `resume` would give them now.
+    """
+    zone, window = ZoneInfo(sub.timezone), windows.of(sub.time_of_day)
     if sub.status not in (Status.ACTIVE, Status.PAUSED, Status.COMPLETED):
-        return sub, []
+        return []
     reminders = course.reminders and sub.reminders
     planned = [
         Planned(key, (due if due > now else now).astimezone(zone))
@@ -114,7 +121,7 @@ def timeline(
         if reminders
     ]
     if sub.status == Status.COMPLETED or sub.next_lesson is None:
-        return sub, sorted(planned, key=lambda p: p.at)  # lesson 6's nudge may still be due
+        return sorted(planned, key=lambda p: p.at)  # lesson 6's nudge may still be due
     if sub.status == Status.PAUSED or sub.next_due_at is None:
         due = resumed_due(earliest_next_lesson(session, sub, window), now, window, zone)
     else:
@@ -129,7 +136,7 @@ def timeline(
             nudge = window.opens_on(nudge_day, zone).astimezone(zone)
             planned.append(Planned(lesson.reminder_key, nudge))
         due = next_lesson_due(due, window, zone)
-    return sub, sorted(planned, key=lambda p: p.at)
+    return sorted(planned, key=lambda p: p.at)
 
 
 def _on_course(session: Session, email: str) -> Subscriber:

@@ -15,12 +15,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from mailer import keys
-from mailer.app.enrolment import earliest_next_lesson, find_subscriber, leave
+from mailer.app import history, pace
+from mailer.app.enrolment import earliest_next_lesson, find_subscriber
 from mailer.errors import Conflict, NotFound, TransportUnavailable
 from mailer.ledger import queue
 from mailer.send.immediate import deliver_now
 from mailer.send.report import SendReport
-from mailer.timing import SendWindow, first_lesson_due, resumed_due
+from mailer.timing import Windows, first_lesson_due, resumed_due
 from mailer.tokens import Tokens
 from subscribers.models import Status, Subscriber
 from subscribers.validation import check_timezone, clean_name, normalize_email
@@ -143,7 +144,7 @@ def confirm_subscription(
     token: str,
     *,
     now: datetime,
-    window: SendWindow,
+    windows: Windows,
     message_id: MessageIds,
 ) -> ConfirmResult:
     """Activate the pending subscriber a confirmation token names; commits.
@@ -155,7 +156,7 @@ def confirm_subscription(
     sub, verdict = _confirm_target(session, tokens, token)
     if sub is None or verdict is not None:
         return verdict or ConfirmResult(Confirmation.INVALID)
-    zone = ZoneInfo(sub.timezone)
+    zone, window = ZoneInfo(sub.timezone), windows.of(sub.time_of_day)
     sub.status = Status.ACTIVE
     sub.status_changed_at = now
     sub.confirmed_at = now
@@ -224,7 +225,7 @@ def unsubscribe_by_link(session: Session, tokens: Tokens, token: str, now: datet
         return Unsubscribe.INVALID
     sub = subscriber_for_link(session, tokens, token)
     if sub is not None and sub.status != Status.UNSUBSCRIBED:
-        leave(session, sub, now)
+        pace.leave(session, sub, now, history.LINK)  # recorded in their history
     session.commit()
     return Unsubscribe.DONE
 

@@ -116,9 +116,7 @@ def preview(
 
 def _timeline(rt: Runtime, email: str) -> None:
     with rt.session() as session:
-        sub, planned = progress.timeline(
-            session, email, rt.course, rt.settings.send_window, rt.now()
-        )
+        sub, planned = progress.timeline(session, email, rt.course, rt.settings.windows, rt.now())
     if not planned:
         click.echo(f"{sub.email} is {sub.status}: nothing more is scheduled")
         return

@@ -68,7 +68,7 @@ def send(
             warn(note)
     if retry_failed and not dry_run:
         with rt.session() as session:
-            retry = failures.retry_failed(session, now, rt.settings.send_window)
+            retry = failures.retry_failed(session, now, rt.settings.windows)
         for skipped in retry.skipped:
             warn(f"not retried: {skipped}")
         if retry.requeued:
@@ -112,9 +112,7 @@ def status(rt: Runtime, now_text: str | None, as_json: bool) -> None:
         rekindle-mail status --json
     """
     with rt.session() as session:
-        summary = reports.status_summary(
-            session, rt.now(now_text), rt.settings.send_window, rt.course
-        )
+        summary = reports.status_summary(session, rt.now(now_text), rt.settings.windows, rt.course)
     summary["delivery"] = rt.transport().description
     summary["database"] = rt.settings.database_display
     if as_json:

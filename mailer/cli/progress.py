@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from mailer.app import progress
+from mailer.app import history, pace, progress
 from mailer.cli.subscribers import group
 from mailer.reports import summary as reports
 from mailer.runtime import Runtime
@@ -27,7 +27,7 @@ def restart(rt: Runtime, email: str) -> None:
         rekindle-mail subscribers restart ada@example.org
     """
     with rt.session() as session:
-        sub = progress.restart(session, email, rt.now(), rt.settings.send_window)
+        sub = progress.restart(session, email, rt.now(), rt.settings.windows)
         due = reports.iso(sub.next_due_at, sub.timezone)
         click.echo(f"restarted {sub.email}; lesson 1 is due {due}")
 
@@ -45,7 +45,7 @@ def jump(rt: Runtime, email: str, week: int) -> None:
         rekindle-mail subscribers jump ada@example.org 4
     """
     with rt.session() as session:
-        sub = progress.jump(session, email, week, rt.course, rt.now(), rt.settings.send_window)
+        sub = progress.jump(session, email, week, rt.course, rt.now(), rt.settings.windows)
         due = reports.iso(sub.next_due_at, sub.timezone)
         click.echo(f"{sub.email} continues with lesson {week}, due {due} ({sub.status})")
 
@@ -63,5 +63,5 @@ def reminders(rt: Runtime, email: str, switch: str) -> None:
         rekindle-mail subscribers reminders ada@example.org off
     """
     with rt.session() as session:
-        sub = progress.set_reminders(session, email, switch == "on", rt.now())
+        sub = pace.set_reminders(session, email, switch == "on", rt.now(), history.OPERATOR)
         click.echo(f"mid-week reminders {switch} for {sub.email}")

@@ -1,4 +1,4 @@
-"""`rekindle-mail subscribers ...`: add, import, list, show, pause/resume, leave, erase, export."""
+"""`rekindle-mail subscribers ...`: add, import, list, show, erase, export."""
 
 from __future__ import annotations
 
@@ -199,7 +199,7 @@ def list_(rt: Runtime, status: str | None, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
 @pass_runtime
 def show(rt: Runtime, email: str, as_json: bool) -> None:
-    """Show one subscriber and their delivery history.
+    """Show one subscriber, their delivery history and who changed their course when.
 
     Example:
 
@@ -215,6 +215,8 @@ def show(rt: Runtime, email: str, as_json: bool) -> None:
         "email",
         "name",
         "timezone",
+        "time_of_day",
+        "reminders",
         "status",
         "lessons_sent",
         "next_lesson",
@@ -224,7 +226,10 @@ def show(rt: Runtime, email: str, as_json: bool) -> None:
         "started_at",
         "confirmed_at",
     ):
-        click.echo(f"{key + ':':<14}{'' if view[key] is None else view[key]}")
+        value = view[key]
+        if isinstance(value, bool):
+            value = "on" if value else "off"
+        click.echo(f"{key + ':':<14}{'' if value is None else value}")
     if view["deliveries"]:
         click.echo()
         table(
@@ -234,57 +239,12 @@ def show(rt: Runtime, email: str, as_json: bool) -> None:
                 for d in view["deliveries"]
             ),
         )
-
-
-@group.command("pause")
-@click.argument("email")
-@pass_runtime
-def pause(rt: Runtime, email: str) -> None:
-    """Hold course mail for a subscriber until `resume`.
-
-    Example:
-
-    \b
-        rekindle-mail subscribers pause ada@example.org
-    """
-    with rt.session() as session:
-        sub = enrolment.pause(session, email, rt.now())
-        click.echo(f"paused {sub.email}")
-
-
-@group.command("resume")
-@click.argument("email")
-@pass_runtime
-def resume(rt: Runtime, email: str) -> None:
-    """Continue a paused subscriber: the next lesson goes out at the next window.
-
-    Never sooner than a week after the local date of their last lesson.
-
-    Example:
-
-    \b
-        rekindle-mail subscribers resume ada@example.org
-    """
-    with rt.session() as session:
-        sub = enrolment.resume(session, email, rt.now(), rt.settings.send_window)
-        due = reports.iso(sub.next_due_at, sub.timezone)
-        click.echo(f"resumed {sub.email}; lesson {sub.next_lesson} is due {due}")
-
-
-@group.command("unsubscribe")
-@click.argument("email")
-@pass_runtime
-def unsubscribe(rt: Runtime, email: str) -> None:
-    """Unsubscribe someone: no more mail, their record is kept.
-
-    Example:
-
-    \b
-        rekindle-mail subscribers unsubscribe ada@example.org
-    """
-    with rt.session() as session:
-        sub = enrolment.unsubscribe(session, email, rt.now())
-        click.echo(f"unsubscribed {sub.email}")
+    if view["history"]:
+        click.echo()
+        table(
+            ("CHANGED AT", "BY", "VIA", "CHANGE", "DETAIL"),
+            ((h["at"], h["by"], h["via"], h["change"], h["detail"]) for h in view["history"]),
+        )
 
 
 @group.command("remove")
@@ -326,5 +286,6 @@ def export(rt: Runtime, file: str | None) -> None:
             csvfile.write_rows(sys.stdout, EXPORT_COLUMNS, rows)
 
 
-# restart, jump and reminders join this group (mailer.cli.progress needs `group` first).
-from mailer.cli import progress  # noqa: E402, F401
+# restart, jump and reminders (mailer.cli.progress), pause, resume, unsubscribe and set
+# (mailer.cli.pace) join this group; they need `group` first.
+from mailer.cli import pace, progress  # noqa: E402, F401

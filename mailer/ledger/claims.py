@@ -44,6 +44,7 @@ SUBSCRIBER_COLUMNS = (
     Subscriber.next_due_at,
     Subscriber.course_round,
     Subscriber.reminders,
+    Subscriber.time_of_day,
 )
 
 
@@ -203,7 +204,13 @@ def ready_notices(
     """The next `limit` queued messages that are ready at `now`, by id; locked on PostgreSQL
     (SKIP LOCKED)."""
     query = (
-        select(Delivery.id, Delivery.key, Delivery.subscriber_id, Subscriber.timezone)
+        select(
+            Delivery.id,
+            Delivery.key,
+            Delivery.subscriber_id,
+            Subscriber.timezone,
+            Subscriber.time_of_day,
+        )
         .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
         .where(ready_notice(now))
         .order_by(Delivery.id)

@@ -3,14 +3,14 @@
 Notices (confirmation, welcome), reminders and broadcasts are rows that wait
 as `queued`; lessons are claimed from their subscriber's course cursor
 instead (mailer.ledger.claims). These functions put rows in the queue, take
-them out again (cancel), put failed ones back (requeue), file a finished
-round of the course away under `r<round>/` keys, and erase a subscriber's
-history (docs/guarantees.md).
+them out again (cancel), put failed ones back (requeue), move queued ones to a
+reader's new time (reschedule), file a finished round of the course away under
+`r<round>/` keys, and erase a subscriber's history (docs/guarantees.md).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -150,6 +150,18 @@ def wait_for_window(session: Session, delivery_id: int, opening: datetime, now: 
         .execution_options(synchronize_session=False)
     )
     session.commit()
+
+
+def reschedule(session: Session, moves: Mapping[int, datetime], now: datetime) -> None:
+    """Queued rows not tried yet, due at new times (a reader chose another time zone or time
+    of day: README, "The course page"); a row tried or taken meanwhile stays; no commit."""
+    for delivery_id, due_at in moves.items():
+        session.execute(
+            update(Delivery)
+            .where(Delivery.id == delivery_id, Delivery.status == DeliveryStatus.QUEUED)
+            .values(due_at=due_at, next_attempt_at=None, updated_at=now)
+            .execution_options(synchronize_session=False)
+        )
 
 
 def requeue(session: Session, delivery_id: int, now: datetime, note: str) -> None:

@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from mailer import keys
+from mailer.app import history
 from mailer.app.enrolment import find_subscriber
 from mailer.keys import Kind, MessageKey
 from mailer.store.models import Delivery, DeliveryStatus, Run
@@ -18,7 +19,7 @@ from subscribers.models import Status, Subscriber
 
 if TYPE_CHECKING:
     from mailer.content.course import Course
-    from mailer.timing import SendWindow
+    from mailer.timing import Windows
 
 RECENT_FAILURES = 10
 
@@ -46,6 +47,8 @@ def _view(sub: Any, lessons_sent: int) -> dict[str, Any]:
         "email": sub.email,
         "name": sub.name,
         "timezone": sub.timezone,
+        "time_of_day": sub.time_of_day,
+        "reminders": bool(sub.reminders),
         "status": sub.status,
         "lessons_sent": lessons_sent,
         "next_lesson": sub.next_lesson if waiting else None,
@@ -73,7 +76,7 @@ def subscriber_rows(session: Session, status: str | None = None) -> Iterator[dic
 
 
 def subscriber_detail(session: Session, email: str) -> dict[str, Any]:
-    """One subscriber with their delivery history."""
+    """One subscriber with their delivery history and the history of their course."""
     sub = find_subscriber(session, email)
     rows = session.scalars(
         select(Delivery).where(Delivery.subscriber_id == sub.id).order_by(Delivery.id)
@@ -93,11 +96,12 @@ def subscriber_detail(session: Session, email: str) -> dict[str, Any]:
         }
         for d in rows
     ]
+    view["history"] = history.entries(session, sub.id, sub.timezone)
     return view
 
 
 def status_summary(
-    session: Session, now: datetime, window: SendWindow, course: Course
+    session: Session, now: datetime, windows: Windows, course: Course
 ) -> dict[str, Any]:
     """Subscribers by status, deliveries by key and ledger state, what a run at `now` would
     send and what falls due in the next 24 hours (mailer.forecast), the last run, and recent
@@ -114,7 +118,7 @@ def status_summary(
         deliveries.setdefault(key, {s.value: 0 for s in DeliveryStatus})[status] = count
     from mailer.send import forecast
 
-    due = forecast.due(session, now, window, course)
+    due = forecast.due(session, now, windows, course)
     failures = session.execute(
         select(
             Subscriber.email,

@@ -17,7 +17,7 @@ from mailer.send.report import SendReport
 if TYPE_CHECKING:
     from mailer.content.compose import Composer
     from mailer.send.attempt import Attempt
-    from mailer.timing import SendWindow
+    from mailer.timing import Windows
 
 StopFlag = Callable[[], bool]
 
@@ -38,9 +38,10 @@ class RunState:
 
 @dataclass(frozen=True)
 class SendPolicy:
-    """How a run sends: inside which window, how fast, and how it holds its claims."""
+    """How a run sends: inside which windows (each subscriber's own), how fast, and how it
+    holds its claims."""
 
-    window: SendWindow
+    windows: Windows
     rate: float = 0.0  # messages per second for the whole run, 0: no limit
     lease: timedelta = LEASE  # how long a claim holds (claim_lease)
     owner: str | None = None  # names this run's claims (mailer.send.runlock)

@@ -4,7 +4,8 @@ It follows the run's own rules without claiming, rendering or writing anything:
 a lesson goes when its subscriber's cursor says it is due, their send window
 is open and its ledger row (if any) may be claimed (`rules.claimable`); a
 queued message (a confirmation, a welcome, a reminder, a broadcast) goes when
-it is ready (`rules.ready_notice`), inside the window if its kind needs one
+it is ready (`rules.ready_notice`), inside the subscriber's own window (their time of
+day) if its kind needs one
 (`MessageKey.windowed`), unless its subscriber may no longer have it
 (`notices.refusal`: the run would cancel it). Everything else due within the
 next 24 hours, or due but waiting for a window or a retry time, is "later".
@@ -36,7 +37,7 @@ from subscribers.models import Status, Subscriber
 
 if TYPE_CHECKING:
     from mailer.content.course import Course
-    from mailer.timing import SendWindow
+    from mailer.timing import Windows
 
 HORIZON = timedelta(hours=24)
 NOW, LATER = "now", "next_24h"
@@ -53,7 +54,7 @@ class _Reader:
 
 
 def due(
-    session: Session, now: datetime, window: SendWindow, course: Course
+    session: Session, now: datetime, windows: Windows, course: Course
 ) -> dict[str, dict[str, int]]:
     """For each key, how many messages a run at `now` sends ("now") and how many go out
     later within the next 24 hours ("next_24h")."""
@@ -62,17 +63,18 @@ def due(
     def count(key: str, bucket: str, n: int) -> None:
         found.setdefault(key, {NOW: 0, LATER: 0})[bucket] += n
 
-    for key, bucket, n in _lessons(session, now, window, course):
+    for key, bucket, n in _lessons(session, now, windows, course):
         count(key, bucket, n)
-    for key, bucket, n in _queued(session, now, window, course):
+    for key, bucket, n in _queued(session, now, windows, course):
         count(key, bucket, n)
     return found
 
 
 def _lessons(
-    session: Session, now: datetime, window: SendWindow, course: Course
+    session: Session, now: datetime, windows: Windows, course: Course
 ) -> list[tuple[str, str, int]]:
-    """Course lessons from the subscribers' cursors, grouped by zone, key and what blocks them."""
+    """Course lessons from the subscribers' cursors, grouped by zone, time of day, key and
+    what blocks them."""
     cursor = func.coalesce(Subscriber.next_lesson, 1)
     week = case((cursor > course.total, course.total), else_=cursor)
     key = keys.lesson_sql(week)
@@ -90,6 +92,7 @@ def _lessons(
     each = (
         select(
             Subscriber.timezone.label("zone"),
+            Subscriber.time_of_day.label("time_of_day"),
             key.label("key"),
             case((Subscriber.next_due_at <= now, 1), else_=0).label("due_now"),
             blocking.label("blocked"),
@@ -97,12 +100,12 @@ def _lessons(
         .where(Subscriber.status == Status.ACTIVE, Subscriber.next_due_at <= now + HORIZON)
         .subquery()
     )
-    groups = (each.c.zone, each.c.key, each.c.due_now, each.c.blocked)
+    groups = (each.c.zone, each.c.time_of_day, each.c.key, each.c.due_now, each.c.blocked)
     rows = session.execute(select(*groups, func.count()).group_by(*groups)).all()
     out = []
-    for zone, lesson, due_now, blocked, n in rows:
+    for zone, time_of_day, lesson, due_now, blocked, n in rows:
         if blocked is None:
-            ready = bool(due_now) and window.is_open(now, ZoneInfo(zone))
+            ready = bool(due_now) and windows.of(time_of_day).is_open(now, ZoneInfo(zone))
             out.append((lesson, NOW if ready else LATER, n))
         elif blocked == DeliveryStatus.DEFERRED:
             out.append((lesson, LATER, n))  # tried and put off: retried after its backoff
@@ -111,7 +114,7 @@ def _lessons(
 
 
 def _queued(
-    session: Session, now: datetime, window: SendWindow, course: Course
+    session: Session, now: datetime, windows: Windows, course: Course
 ) -> list[tuple[str, str, int]]:
     """Queued messages ready by the horizon, grouped by what decides whether and when they go."""
     at = due_at()
@@ -119,6 +122,7 @@ def _queued(
     lesson_due = case((Subscriber.next_due_at <= now, 1), else_=0)
     groups: list[Any] = [
         Subscriber.timezone,
+        Subscriber.time_of_day,
         Delivery.key,
         ready,
         Subscriber.status,
@@ -134,12 +138,15 @@ def _queued(
     ).all()
     out = []
     for row in rows:
-        zone, key, is_ready, status, reminders, next_lesson, lesson_is_due, n = tuple(row)
+        zone, time_of_day, key, is_ready, status, reminders, next_lesson, lesson_is_due, n = tuple(
+            row
+        )
         reader = _Reader(status, bool(reminders), next_lesson, now if lesson_is_due else None)
         if notices.refusal(key, reader, course, now) is not None:
             continue  # the run cancels it instead of sending it
         goes = bool(is_ready) and (
-            not MessageKey.parse(key).windowed or window.is_open(now, ZoneInfo(zone))
+            not MessageKey.parse(key).windowed
+            or windows.of(time_of_day).is_open(now, ZoneInfo(zone))
         )
         out.append((key, NOW if goes else LATER, n))
     return out

@@ -25,9 +25,9 @@ from mailer.send.attempt import Attempt
 from mailer.send.batches import held, spent
 from mailer.send.context import Sending
 from mailer.store.models import DeliveryStatus
-from mailer.timing import next_lesson_due
+from mailer.timing import SendWindow, next_lesson_due
 
-Wanted = tuple[Any, int, ZoneInfo]  # (subscriber row, week, zone)
+Wanted = tuple[Any, int, ZoneInfo, SendWindow]  # (subscriber row, week, zone, their window)
 
 
 class Lessons:
@@ -46,18 +46,19 @@ class Lessons:
         found: list[Wanted] = []
         for sub in rows:
             zone = ZoneInfo(sub.timezone)
-            if run.policy.window.is_open(run.now, zone):
-                found.append((sub, min(sub.next_lesson or 1, course.total), zone))
+            window = run.policy.windows.of(sub.time_of_day)
+            if window.is_open(run.now, zone):
+                found.append((sub, min(sub.next_lesson or 1, course.total), zone, window))
             else:
                 run.step()
                 run.report.waiting += 1
-        for _, week, _ in found:
+        for _, week, _, _ in found:
             run.composer.builder(course.lesson(week).key)  # a broken template claims nothing
         return found
 
     def predict(self, run: Sending, items: list[Wanted]) -> None:
         course = run.composer.renderer.course
-        for sub, week, _ in items:
+        for sub, week, _, _ in items:
             run.step()
             key = course.lesson(week).key
             blocked = claims.peek(run.session, sub.id, key, run.now)
@@ -81,25 +82,26 @@ class Lessons:
                     composer.message_id(sub.id, course.lesson(week).key, sub.course_round),
                     sub.next_due_at,
                 )
-                for sub, week, _ in items
+                for sub, week, _, _ in items
             ),
             run.now,
         )
 
     def submit(self, run: Sending, batch: Batch, item: Wanted, got: dict[int, Any]) -> bool:
-        sub, week, zone = item
+        sub, week, zone, window = item
         claim = got.get(sub.id)
         if claim is None:
             return True  # removed between the read and the claim
         if isinstance(claim, Unavailable):
-            _unavailable(run, claim, sub, week, zone)
+            _unavailable(run, claim, sub, week, zone, window)
             return True
-        return _send(run, batch, claim, sub, week, zone)
+        return _send(run, batch, claim, item)
 
 
-def _send(run: Sending, batch: Batch, claim: Claim, sub: Any, week: int, zone: ZoneInfo) -> bool:
+def _send(run: Sending, batch: Batch, claim: Claim, item: Wanted) -> bool:
     """Hand one claimed lesson to the outlet; False if the run is stopping instead."""
-    now, window, composer = run.now, run.policy.window, run.composer
+    sub, week, zone, window = item
+    now, composer = run.now, run.composer
     course = composer.renderer.course
     key = course.lesson(week).key
     message = partial(
@@ -130,9 +132,11 @@ def _send(run: Sending, batch: Batch, claim: Claim, sub: Any, week: int, zone: Z
     )
 
 
-def _unavailable(run: Sending, got: Unavailable, sub: Any, week: int, zone: ZoneInfo) -> None:
+def _unavailable(
+    run: Sending, got: Unavailable, sub: Any, week: int, zone: ZoneInfo, window: SendWindow
+) -> None:
     """The lesson's ledger row says it cannot go now; repair the cursor if it lags behind."""
-    session, window, now, report = run.session, run.policy.window, run.now, run.report
+    session, now, report = run.session, run.now, run.report
     total = run.composer.renderer.course.total
     if got.status == DeliveryStatus.SENT and got.sent_at:
         # Sent by an earlier run that stopped before moving the schedule on.

@@ -47,11 +47,11 @@ class Notices:
         return int(row.id)
 
     def wanted(self, run: Sending, rows: Sequence[Any]) -> list[Any]:
-        session, now, window = run.session, run.now, run.policy.window
+        session, now, windows = run.session, run.now, run.policy.windows
         found = []
         for row in rows:
             if MessageKey.parse(row.key).windowed:
-                zone = ZoneInfo(row.timezone)
+                zone, window = ZoneInfo(row.timezone), windows.of(row.time_of_day)
                 if not window.is_open(now, zone):
                     queue.wait_for_window(session, row.id, window.next_opening(now, zone), now)
                     run.step()

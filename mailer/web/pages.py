@@ -107,7 +107,7 @@ def confirm(token: str) -> tuple[str, int]:
             site.composer.tokens,
             token,
             now=runtime.now(),
-            window=runtime.settings.send_window,
+            windows=runtime.settings.windows,
             message_id=site.composer.message_id,
         )
     if result.outcome == signup.Confirmation.INVALID:
