@@ -127,7 +127,7 @@ def plan(
     else:
         due = sub.next_due_at
     for week in range(sub.next_lesson, course.total + 1):
-        if due < now:  # overdue: the next run inside the window sends it
+        if due <= now:  # due (or overdue): the next run inside the window sends it
             due = now if window.is_open(now, zone) else window.next_opening(now, zone)
         lesson = course.lesson(week)
         planned.append(Planned(lesson.key, due.astimezone(zone)))

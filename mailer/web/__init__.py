@@ -1,8 +1,8 @@
 """The web face (front-end): the app factory wires settings, pages, guards and the courier.
 
 `serve` runs it on waitress behind the operator's reverse proxy (README, "People
-joining and leaving on their own"); its pages are the blueprint in
-mailer.web.pages.
+joining and leaving on their own"); its pages are the blueprints in
+mailer.web.pages and mailer.web.course (the reader's course page).
 """
 
 from __future__ import annotations
@@ -52,6 +52,7 @@ def create_app(runtime: Runtime) -> Flask:
     Client addresses and the URL scheme are taken from the WSGI server, which
     `serve` configures from proxy_hops (mailer.web.guard.server_options).
     """
+    from mailer.web.course import course as course_page
     from mailer.web.pages import pages
 
     settings = runtime.settings
@@ -78,6 +79,7 @@ def create_app(runtime: Runtime) -> Flask:
         },
     )
     app.register_blueprint(pages)
+    app.register_blueprint(course_page)
     app.after_request(_secure)
     return app
 

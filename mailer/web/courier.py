@@ -6,7 +6,8 @@ write or a slow or dead relay never holds a request thread. One thread stores
 sign-ups (mailer.signup) and passes their confirmations to a second, which
 sends queued ledger rows by id. Whatever that one cannot send stays queued in
 the ledger for the next `send` run (README, "People joining and leaving on
-their own").
+their own"). A third sends the one message that has no ledger row: the goodbye
+to a reader who erased themselves (README, "The course page").
 """
 
 from __future__ import annotations
@@ -20,9 +21,12 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Generic, TypeVar
 
 from mailer.app import signup
+from mailer.errors import TransportUnavailable
+from mailer.transport.base import DeliveryError
 
 if TYPE_CHECKING:
     from mailer.content.compose import Composer
+    from mailer.content.message import Outgoing
     from mailer.runtime import Runtime
 
 log = logging.getLogger("rekindle.web")
@@ -31,6 +35,7 @@ BACKLOG = 1000  # items waiting in memory
 BATCH = 50  # rows sent over one relay connection before it is closed again
 STORE_THREAD = "rekindle-signups"
 SEND_THREAD = "rekindle-sender"
+MAIL_THREAD = "rekindle-goodbyes"
 
 T = TypeVar("T")
 
@@ -109,6 +114,7 @@ class Courier:
         self._composer = composer
         self._store: Worker[SignUp] = Worker(STORE_THREAD, self._store_all, 1)
         self._send: Worker[int] = Worker(SEND_THREAD, self._send_all, BATCH)
+        self._mail: Worker[Outgoing] = Worker(MAIL_THREAD, self._mail_all, BATCH)
 
     def sign_up(self, form: SignUp) -> None:
         """Start double opt-in for a checked form soon; returns at once."""
@@ -120,19 +126,29 @@ class Courier:
         if delivery_id is not None and not self._send.put(delivery_id):
             log.warning("sender busy: delivery %d waits for the next send run", delivery_id)
 
+    def mail(self, message: Outgoing) -> None:
+        """Send a message that has no ledger row soon, once; returns at once. If the relay
+        cannot take it, it is logged and dropped: nothing about its reader is kept."""
+        if not self._mail.put(message):
+            log.warning("too many goodbyes waiting: one to an erased reader is dropped")
+
     def wait_idle(self) -> None:
         """Block until every sign-up handed in is stored and its mail tried (tests, shutdown)."""
         self._store.join()
         self._send.join()
+        self._mail.join()
 
     def close(self) -> None:
-        """Finish what was handed in, then end both threads."""
+        """Finish what was handed in, then end the threads."""
         self._store.close()
         self._send.close()
+        self._mail.close()
 
     def shutdown(self) -> None:
-        """Store every sign-up handed in; unsent mail stays queued in the ledger for `send`."""
+        """Store every sign-up handed in and send the goodbyes (they have no ledger row);
+        other unsent mail stays queued in the ledger for `send`."""
         self._store.close()
+        self._mail.close()
 
     def _store_all(self, forms: list[SignUp]) -> None:
         runtime = self._runtime
@@ -158,3 +174,15 @@ class Courier:
             )
         if report.skipped:
             log.warning("%s", report.skipped)
+
+    def _mail_all(self, messages: list[Outgoing]) -> None:
+        """Send messages without ledger rows over one connection; failures are logged only."""
+        try:
+            with self._runtime.transport() as transport:
+                for message in messages:
+                    try:
+                        transport.send(message)
+                    except DeliveryError as exc:
+                        log.warning("a goodbye was refused: %s", exc)
+        except TransportUnavailable as exc:
+            log.warning("%d goodbye(s) not sent: %s", len(messages), exc)
