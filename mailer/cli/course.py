@@ -7,9 +7,11 @@ from pathlib import Path
 import click
 
 from mailer.app import progress, samples
+from mailer.app.pace import weeks_off_taken
 from mailer.cli.output import print_json, table, warn
 from mailer.content import checks
 from mailer.runtime import Runtime
+from mailer.timing import TimeOfDay
 from subscribers.validation import normalize_email
 
 pass_runtime = click.make_pass_decorator(Runtime)
@@ -120,6 +122,11 @@ def _timeline(rt: Runtime, email: str) -> None:
     if not planned:
         click.echo(f"{sub.email} is {sub.status}: nothing more is scheduled")
         return
+    if sub.time_of_day != TimeOfDay.MORNING:
+        window = rt.settings.windows.of(sub.time_of_day)
+        click.echo(f"{sub.email} reads in the {sub.time_of_day} ({window} {sub.timezone} time)")
+    if weeks_off_taken(sub):
+        click.echo(f"lesson {sub.next_lesson} has {weeks_off_taken(sub)} week(s) off")
     if sub.status == "paused":
         click.echo(f"{sub.email} is paused; if resumed now:")
     subjects = {lesson.key: lesson.subject for lesson in rt.course.lessons}
