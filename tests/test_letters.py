@@ -244,6 +244,28 @@ def test_lessons_link_to_themselves_in_the_browser_in_both_parts(letters):
     assert len(seen) == 6
 
 
+MANAGED = ("welcome", *LESSONS, *(f"reminder-{n}" for n in range(1, 7)))
+
+
+def test_lessons_reminders_and_the_welcome_link_the_readers_course_page_in_both_parts(letters):
+    """ "Manage your course": <base_url>/course/<token> in the footer of both parts, the same
+    link in every message to one reader and another for each reader; never in the
+    confirmation (not yet a reader) nor a broadcast."""
+    course = re.compile(re.escape(BASE_URL) + r"/course/[A-Za-z0-9_-]{27}")
+    links = {}
+    for key in MANAGED:
+        text, markup = letters.parts(key)
+        found = re.search(rf"Manage your course \(.*\):\n({course.pattern})\n", text)
+        assert found, key
+        footer = markup.split('class="footer"', 1)[1]
+        assert f'<a href="{found.group(1)}"' in footer and ">Manage your course</a>" in footer
+        links[key] = found.group(1)
+    assert links["welcome"] != links["lesson-1"]  # the welcome went to the joiner
+    assert len({v for k, v in links.items() if k != "welcome"}) == 1
+    for key in ("confirm", "broadcast-1"):
+        assert not any(course.search(part) for part in letters.parts(key)), key
+
+
 # --- the confirmation ------------------------------------------------------------------------
 
 

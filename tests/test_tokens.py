@@ -29,3 +29,28 @@ def test_a_token_signed_with_another_secret_is_refused(subscriber_id, email):
     token = Tokens("one secret").unsubscribe(subscriber_id, email)
     assert Tokens("another secret").read_unsubscribe(token) is None
     assert Tokens("one secret").read_unsubscribe(token) is not None
+
+
+course_ids = st.integers(min_value=1, max_value=2**32 - 1)
+
+
+@given(subscriber_id=course_ids, email=emails, other=emails)
+def test_course_tokens_bind_the_subscriber_and_their_address(subscriber_id, email, other):
+    """A course-page token is 27 URL-safe characters that verify only for its subscriber id,
+    their address (in any case) and this installation's secret."""
+    tokens = Tokens("one secret")
+    token = tokens.course(subscriber_id, email)
+    assert len(token) == 27 and token.replace("-", "").replace("_", "").isalnum()
+    assert tokens.course_claim(token) == subscriber_id
+    assert tokens.is_course(token, subscriber_id, email.upper())
+    assert not tokens.is_course(token, subscriber_id + 1, email)
+    assert tokens.is_course(token, subscriber_id, other) == (other.lower() == email.lower())
+    assert not Tokens("another secret").is_course(token, subscriber_id, email)
+    assert token != tokens.letter(subscriber_id, email, "lesson-1")[: len(token)]
+
+
+@given(text=st.text(max_size=200))
+def test_reading_any_text_as_a_course_token_never_raises(text):
+    """Whatever a link scanner or an attacker sends, it is a claim or None, never an error."""
+    claim = Tokens("one secret").course_claim(text)
+    assert claim is None or isinstance(claim, int)
