@@ -1,10 +1,17 @@
-"""Nine weeks of cron runs every 4 hours, six zones, three DST changes (docs/scheduling.md)."""
+"""Nine weeks of cron runs every 4 hours, seven zones, four DST changes (docs/scheduling.md).
+
+Besides pauses and a reader who leaves, readers set their own pace (issue 14): one takes
+weeks off across the European change, two move zones while the clocks of the old and the
+new zone disagree (one of them on the morning the next letter is due), one switches to
+evenings in Chicago across the American change.
+"""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -12,6 +19,7 @@ import pytest
 from clirun import run, script
 
 WINDOW = (time(9), time(20))
+EVENING = (time(18), time(21))
 START = datetime(2026, 2, 20, 0, tzinfo=UTC)
 END = datetime(2026, 4, 24, 0, tzinfo=UTC)
 RUNS = [START + timedelta(hours=4 * i) for i in range(int((END - START) / timedelta(hours=4)) + 1)]
@@ -26,6 +34,8 @@ class Person:
     added: datetime
     pauses: list[tuple[datetime, datetime]] = field(default_factory=list)
     unsubscribed: datetime | None = None
+    weeks_off: list[tuple[datetime, int]] = field(default_factory=list)
+    moves: list[tuple[datetime, str | None, str | None]] = field(default_factory=list)  # zone, tod
 
 
 def at(text: str) -> datetime:
@@ -61,6 +71,39 @@ PEOPLE = [
         unsubscribed=at("2026-03-12T13:00"),
     ),
 ]
+# The reader's own pace (issue 14), through the operator's equivalents of the course page.
+PACED = [
+    # A week off after lesson 2, then two more after lesson 4, across the 29 March change.
+    Person(
+        "weekoff@example.org",
+        "Europe/Paris",
+        at("2026-02-20T08:00"),
+        weeks_off=[(at("2026-03-01T12:00"), 1), (at("2026-03-20T12:00"), 2)],
+    ),
+    # New York (already on summer time) to London (not yet): the same local date, 09:00 there.
+    Person(
+        "mover@example.org",
+        "America/New_York",
+        at("2026-02-20T12:00"),
+        moves=[(at("2026-03-10T12:00"), "Europe/London", None)],
+    ),
+    # London to Tokyo on the morning lesson 6 is due: 09:00 in Tokyo has passed, so it is
+    # due at once and goes with that very run (13:00 in Tokyo); its nudge follows in Tokyo.
+    Person(
+        "tokyo-bound@example.org",
+        "Europe/London",
+        at("2026-02-23T08:00"),
+        moves=[(at("2026-03-30T04:00"), "Asia/Tokyo", None)],
+    ),
+    # Evenings in Chicago (18:00-21:00: the 00:00Z run), before reminder 1 and lesson 2.
+    Person(
+        "evening@example.org",
+        "America/Chicago",
+        at("2026-02-20T16:00"),
+        moves=[(at("2026-02-24T00:00"), None, "evening")],
+    ),
+]
+EVERYONE = PEOPLE + PACED
 
 
 def opening(day: date, zone: ZoneInfo) -> datetime:
@@ -130,6 +173,98 @@ def expected_reminders(person: Person) -> list[tuple[str, datetime]]:
     return out
 
 
+def opens(day: date, zone: ZoneInfo, window: tuple[time, time]) -> datetime:
+    return datetime.combine(day, window[0], tzinfo=zone).astimezone(UTC)
+
+
+def inside(instant: datetime, zone: ZoneInfo, window: tuple[time, time]) -> bool:
+    return window[0] <= instant.astimezone(zone).time() < window[1]
+
+
+def expected_mail(person: Person) -> list[tuple[str, datetime]]:
+    """docs/scheduling.md restated once more, for every reader: each lesson and each nudge
+    with the run that sends it, following pauses, weeks off, new zones and times of day."""
+    zone, window = ZoneInfo(person.zone), WINDOW
+    changes: list[tuple[datetime, str, Any]] = [(t, "weeks", n) for t, n in person.weeks_off]
+    changes += [(t, "move", (z, tod)) for t, z, tod in person.moves]
+    for start, end in person.pauses:
+        changes += [(start, "pause", None), (end, "resume", None)]
+    changes.sort(key=lambda c: c[0])
+    due = opens(person.added.astimezone(zone).date(), zone, window)
+    if due < person.added:
+        due = opens(person.added.astimezone(zone).date() + timedelta(days=1), zone, window)
+    sent: list[tuple[str, datetime]] = []
+    lessons: list[datetime] = []
+    nudges: dict[int, datetime] = {}  # week -> when it is due
+    paused = False
+    for run_at in RUNS:
+        if run_at < person.added:
+            continue
+        if person.unsubscribed and run_at >= person.unsubscribed:
+            break
+        while changes and changes[0][0] <= run_at:
+            when, kind, value = changes.pop(0)
+            if kind == "pause":
+                paused = True
+            elif kind == "resume":
+                paused = False
+                later = [opens(lessons[-1].astimezone(zone).date() + timedelta(7), zone, window)]
+                first = opens(when.astimezone(zone).date(), zone, window)
+                if first < when:
+                    first = opens(when.astimezone(zone).date() + timedelta(1), zone, window)
+                due = max([first, *later])
+            elif kind == "weeks":
+                local = due.astimezone(zone)
+                later_day = local.date() + timedelta(days=7 * value)
+                due = datetime.combine(later_day, local.time(), tzinfo=zone).astimezone(UTC)
+            else:  # a new zone and/or time of day: same local date, the new window's start
+                new_zone = ZoneInfo(value[0]) if value[0] else zone
+                new_window = EVENING if value[1] == "evening" else window
+                due = max(opens(due.astimezone(zone).date(), new_zone, new_window), when)
+                nudges = {
+                    w: max(opens(d.astimezone(zone).date(), new_zone, new_window), when)
+                    for w, d in nudges.items()
+                }
+                zone, window = new_zone, new_window
+        for week, nudge in sorted(nudges.items()):  # queued mail goes before lessons
+            if run_at >= nudge and inside(run_at, zone, window):
+                del nudges[week]
+                next_due_passed = len(lessons) < 6 and due <= run_at
+                if not paused and len(lessons) == week and not next_due_passed:
+                    sent.append((f"reminder-{week}", run_at))
+        if paused or len(lessons) == 6 or run_at < due or not inside(run_at, zone, window):
+            continue
+        lessons.append(run_at)
+        sent.append((f"lesson-{len(lessons)}", run_at))
+        day_sent = run_at.astimezone(zone).date()
+        nudges[len(lessons)] = opens(day_sent + timedelta(days=3), zone, window)
+        due = opens(day_sent + timedelta(days=7), zone, window)
+    return sent
+
+
+def test_the_general_oracle_agrees_with_the_first_one():
+    """expected_mail restates expected_sends and expected_reminders for the first readers."""
+    for person in PEOPLE:
+        lessons = [(f"lesson-{i}", t) for i, t in enumerate(expected_sends(person), start=1)]
+        both = sorted(lessons + expected_reminders(person), key=lambda m: m[1])
+        assert sorted(expected_mail(person), key=lambda m: m[1]) == both, person.email
+
+
+def test_the_paced_readers_are_really_paced():
+    """Each paced reader's course differs from the plain one it would have been, as planned."""
+    for person in PACED:
+        plain = Person(person.email, person.zone, person.added)
+        paced = expected_mail(person)
+        assert len([k for k, _ in paced if k.startswith("lesson-")]) == 6, person.email
+        assert paced != expected_mail(plain), person.email
+    by = {p.email: expected_mail(p) for p in PACED}
+    weekoff = dict(by["weekoff@example.org"])
+    assert weekoff["lesson-3"] - weekoff["lesson-2"] == timedelta(days=14)
+    assert weekoff["lesson-5"] - weekoff["lesson-4"] == timedelta(days=21)
+    assert dict(by["tokyo-bound@example.org"])["lesson-6"] == at("2026-03-30T04:00")
+    assert all(t.hour == 0 for k, t in by["evening@example.org"][2:])  # 18:00/19:00 Chicago
+
+
 def test_oracle_covers_dst_and_window_edges():
     """The scenario really spans the DST changes and lands lessons in every zone."""
     assert RUNS[0] < datetime(2026, 3, 8, tzinfo=UTC) < datetime(2026, 4, 5, tzinfo=UTC) < RUNS[-1]
@@ -144,7 +279,7 @@ def test_oracle_covers_dst_and_window_edges():
 def events() -> list[tuple[datetime, list[str]]]:
     """Every operator action of the scenario, as CLI arguments, at its instant."""
     out = []
-    for p in PEOPLE:
+    for p in EVERYONE:
         out.append(
             (
                 p.added,
@@ -164,6 +299,12 @@ def events() -> list[tuple[datetime, list[str]]]:
             out.append((end, ["subscribers", "resume", p.email]))
         if p.unsubscribed:
             out.append((p.unsubscribed, ["subscribers", "unsubscribe", p.email]))
+        for when, weeks in p.weeks_off:
+            out.append((when, ["subscribers", "pause", p.email, "--weeks", str(weeks)]))
+        for when, zone, time_of_day in p.moves:
+            change = ["--timezone", zone] if zone else []
+            change += ["--time-of-day", time_of_day] if time_of_day else []
+            out.append((when, ["subscribers", "set", p.email, *change]))
     return sorted(out, key=lambda e: e[0])
 
 
@@ -186,15 +327,12 @@ def test_nine_weeks_of_cron_runs_send_every_lesson_on_the_run_the_rules_name(env
         assert result.exit_code == 0, result.output
         per_run.append(json.loads(result.output))
 
-    for person in PEOPLE:
+    for person in EVERYONE:
         got = [
             (str(m.message["X-Rekindle-Key"]), m.message["Date"].datetime.astimezone(UTC))
             for m in smtp_server.to(person.email)
         ]
-        want = [(f"lesson-{i}", t) for i, t in enumerate(expected_sends(person), start=1)]
-        assert [g for g in got if g[0].startswith("lesson-")] == want, person.email
-        reminders = [g for g in got if g[0].startswith("reminder-")]
-        assert reminders == expected_reminders(person), person.email
+        assert got == expected_mail(person), person.email
     assert sum(len(expected_reminders(p)) for p in PEOPLE) >= 30  # they really were exercised
 
     assert sum(r["sent"] for r in per_run) == len(smtp_server.messages)
@@ -203,9 +341,10 @@ def test_nine_weeks_of_cron_runs_send_every_lesson_on_the_run_the_rules_name(env
     listed = {
         row["email"]: row for row in json.loads(run(env, "subscribers", "list", "--json").output)
     }
-    for person in PEOPLE:
+    for person in EVERYONE:
         row = listed[person.email]
-        assert row["lessons_sent"] == len(expected_sends(person))
+        lessons = [key for key, _ in expected_mail(person) if key.startswith("lesson-")]
+        assert row["lessons_sent"] == len(lessons)
         expected_status = "unsubscribed" if person.unsubscribed else "completed"
         assert row["status"] == expected_status
         assert row["next_due"] is None
