@@ -542,3 +542,58 @@ def test_a_real_serve_answers_get_head_same_site_and_cross_site_posts(
         moved = web.post(f"{link}/week-off", {}, Origin=BASE_URL)
         assert moved.status == 303 and moved.headers["location"].endswith("?done=week-off")
     assert due(readers, ADA) == day(14, 9, 0)
+
+
+def test_a_change_while_the_next_letter_is_on_its_way_is_refused_and_nothing_is_lost(
+    env, database_url, tmp_path
+):
+    """While a `send` holds lesson 2 at the server (its reply held back), a week off or a new
+    zone is refused (409 on the page, exit 1 in the CLI) and changes nothing; the lesson
+    goes once, and the next one a week later, as if nobody had asked."""
+    import subprocess
+
+    from clirun import SCRIPT
+    from slowserver import SlowServer
+
+    server = SlowServer()
+    server.start()
+    try:
+        env.update(REKINDLE_DATABASE_URL=database_url, REKINDLE_SMTP_URL=server.url)
+        at = {**env, "REKINDLE_NOW": ADDED.isoformat()}
+        assert run(at, "subscribers", "add", ADA, "--timezone", "UTC").exit_code == 0
+        send(env, DAY0)
+        link = course_link(server, ADA)
+        server.handler.hold_at = 2  # lesson 2: kept, its 250 held back
+        assert SCRIPT is not None
+        running = subprocess.Popen(
+            [SCRIPT, "send", "--now", day(7).isoformat()],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        assert server.handler.holding.wait(30), "the send never reached the server"
+        before = snapshot(env)
+        with page_client(env, day(7)) as client:
+            refused = post(client, link, "week-off")
+            assert refused.status_code == 409
+            assert "on its way to you right now" in text_of(refused)
+            assert post(client, link, "timezone", timezone="Asia/Tokyo").status_code == 409
+        moved = run(
+            {**env, "REKINDLE_NOW": day(7).isoformat()},
+            "subscribers",
+            "set",
+            ADA,
+            "--timezone",
+            "Asia/Tokyo",
+        )
+        assert moved.exit_code == 1 and "being sent right now" in moved.output
+        assert snapshot(env) == before
+        server.handler.release.set()
+        output, _ = running.communicate(timeout=60)
+        assert running.returncode == 0, output
+    finally:
+        server.handler.release.set()
+        server.stop()
+    assert server.lessons(ADA) == ["lesson-1", "lesson-2"]
+    assert due(env, ADA) == day(14, 9, 0)
+    assert history(env, ADA) == []
