@@ -1,4 +1,4 @@
-"""`rekindle-mail serve`: the sign-up, confirmation and unsubscribe pages."""
+"""`rekindle-mail serve`: the sign-up, confirmation, unsubscribe, letter and course pages."""
 
 from __future__ import annotations
 
@@ -22,11 +22,13 @@ def serve(rt: Runtime, host: str, port: int, threads: int) -> None:
 
     Pages: / (sign-up form), /confirm/<token> (GET shows a button, POST
     confirms), /unsubscribe/<token> (GET shows a button, POST unsubscribes,
-    RFC 8058 one-click). Posts from other sites get 403, bodies over 16 KB 413.
-    Confirmations and welcomes leave from a background sender a moment after
-    the page is answered. Put it behind your buffering HTTPS reverse proxy at
-    `base_url` and set proxy_hops to the number of proxies, so rate limits see
-    the real client address; then listen only where those proxies reach it.
+    RFC 8058 one-click), /letters/<token> (a letter), /course/<token> (the
+    reader's course page: GET shows it, each control is a POST). Posts from
+    other sites get 403, bodies over 16 KB 413. Confirmations and welcomes
+    leave from a background sender a moment after the page is answered. Put
+    it behind your buffering HTTPS reverse proxy at `base_url` and set
+    proxy_hops to the number of proxies, so rate limits see the real client
+    address; then listen only where those proxies reach it.
 
     Example:
 
