@@ -58,6 +58,10 @@ KEYS = (
     "imap_password_file",
     "bounce_address",
     "imap_quarantine",
+    "dkim_key_file",
+    "dkim_selector",
+    "dkim_domain",
+    "dns_server",
 )
 SECRET_KEYS = frozenset({"smtp_password", "secret_key", "imap_password"})
 URL_KEYS = ("smtp_url", "database_url")  # may carry a password in user:password@
@@ -102,6 +106,12 @@ class Settings:
     imap_password: str | None = field(default=None, repr=False)
     bounce_address: str | None = None  # envelope sender base (VERP); default: `from`
     imap_quarantine: str | None = None  # IMAP folder for messages inbound cannot handle
+    # DKIM (README, "Getting into the inbox"): one signature per key file, each with its
+    # selector (the same position in dkim_selector); dkim_domain defaults to `from`'s.
+    dkim_key_files: tuple[Path, ...] = ()
+    dkim_selectors: tuple[str, ...] = ()
+    dkim_domain: str | None = None
+    dns_server: str | None = None  # "host[:port]" for doctor; default: the system's resolver
     config_file: Path | None = None
 
     @property
@@ -123,6 +133,11 @@ class Settings:
     def envelope_address(self) -> str:
         """The bare address bounces go to: `bounce_address`, else `from`."""
         return self.bounce_address or self.sender_email
+
+    @property
+    def signing_domain(self) -> str:
+        """The d= of DKIM signatures: `dkim_domain`, else the domain of `from`."""
+        return (self.dkim_domain or self.sending_domain).lower()
 
     @property
     def database_display(self) -> str:
@@ -279,6 +294,46 @@ def _web_url(raw: Mapping[str, object], key: str) -> str | None:
     return value
 
 
+def _list(raw: Mapping[str, object], key: str) -> tuple[str, ...]:
+    """A setting that may name several values: a TOML array, or a string split at commas."""
+    value = raw.get(key)
+    if isinstance(value, list):
+        value = ", ".join(str(v) for v in value)
+    text = _text({key: value}, key) or ""
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def _dkim(raw: Mapping[str, object]) -> tuple[tuple[Path, ...], tuple[str, ...], str | None]:
+    """The DKIM key files, a selector for each, and the signing domain."""
+    files = tuple(Path(name).expanduser() for name in _list(raw, "dkim_key_file"))
+    selectors = _list(raw, "dkim_selector") or (("rekindle",) if len(files) == 1 else ())
+    if files and len(selectors) != len(files):
+        raise ConfigError(
+            f"dkim_selector must name one selector for each of the {len(files)} dkim_key_file "
+            f"keys, in the same order"
+        )
+    domain = _text(raw, "dkim_domain")
+    if domain and not re.fullmatch(r"[A-Za-z0-9.-]+\.[A-Za-z0-9-]+", domain):
+        raise ConfigError(f"dkim_domain {domain!r} must be a domain name like example.org")
+    return files, selectors if files else (), domain.lower().rstrip(".") if domain else None
+
+
+def _dns_server(raw: Mapping[str, object]) -> str | None:
+    """`dns_server` as host[:port] (an IPv6 address in brackets when it has a port)."""
+    value = _text(raw, "dns_server")
+    if value is None:
+        return None
+    host, port = value, "53"
+    if value.startswith("["):
+        host, _, rest = value[1:].partition("]")
+        port = rest.removeprefix(":") or "53"
+    elif value.count(":") == 1:
+        host, port = value.split(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"dns_server {value!r} must be host[:port], like 127.0.0.1:53")
+    return value
+
+
 def _validate(raw: Mapping[str, object], path: Path | None) -> Settings:
     base = data_dir()
     try:
@@ -307,6 +362,7 @@ def _validate(raw: Mapping[str, object], path: Path | None) -> Settings:
     course_dir = _text(raw, "course_dir")
     unsubscribe = _address(raw, "unsubscribe_address")
     bounce = _address(raw, "bounce_address")
+    dkim_key_files, dkim_selectors, dkim_domain = _dkim(raw)
     return Settings(
         database_url=_text(raw, "database_url") or f"sqlite:///{base / 'rekindle.db'}",
         outbox=Path(_text(raw, "outbox") or base / "outbox").expanduser(),
@@ -338,5 +394,9 @@ def _validate(raw: Mapping[str, object], path: Path | None) -> Settings:
         imap_password=_text(raw, "imap_password"),
         bounce_address=parseaddr(bounce)[1] if bounce else None,
         imap_quarantine=_text(raw, "imap_quarantine"),
+        dkim_key_files=dkim_key_files,
+        dkim_selectors=dkim_selectors,
+        dkim_domain=dkim_domain,
+        dns_server=_dns_server(raw),
         config_file=path,
     )

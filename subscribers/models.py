@@ -47,6 +47,7 @@ class Status(enum.StrEnum):
     COMPLETED = "completed"
     UNSUBSCRIBED = "unsubscribed"
     BOUNCED = "bounced"
+    COMPLAINED = "complained"  # marked our mail as spam (a feedback-loop report): no more mail
 
 
 class Subscriber(Base):

@@ -1,0 +1,145 @@
+"""DKIM keys (README, "Getting into the inbox"): load, generate, and the DNS record to publish.
+
+A key is a PEM file, RSA of at least 2048 bits (RFC 8301) or Ed25519 (RFC 8463),
+readable by its owner only. Signing goes through `cryptography` (OpenSSL): the
+pure-Python RSA in dkimpy costs milliseconds per message.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from mailer.errors import ConfigError
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
+
+    from mailer.config import Settings
+
+KINDS = ("ed25519", "rsa")
+MIN_RSA_BITS = 2048
+_SELECTOR = re.compile(
+    r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+)
+
+
+def check_selector(selector: str) -> str:
+    """`selector` if it is a DNS name (RFC 6376 §3.1), else a ConfigError."""
+    if not _SELECTOR.match(selector or ""):
+        raise ConfigError(f"DKIM selector {selector!r} must be a DNS label like 'rekindle'")
+    return selector
+
+
+@dataclass(frozen=True)
+class DkimKey:
+    """One private key with the selector and domain it signs for."""
+
+    selector: str
+    domain: str
+    kind: str  # "rsa" or "ed25519"
+    private: RSAPrivateKey | Ed25519PrivateKey
+
+    @property
+    def algorithm(self) -> str:
+        """The a= tag of its signatures."""
+        return "rsa-sha256" if self.kind == "rsa" else "ed25519-sha256"
+
+    @property
+    def public_b64(self) -> str:
+        """The p= tag: SubjectPublicKeyInfo for RSA, the raw 32 bytes for Ed25519."""
+        from cryptography.hazmat.primitives import serialization
+
+        public = self.private.public_key()
+        if self.kind == "rsa":
+            data = public.public_bytes(
+                serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+        else:
+            data = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        return base64.b64encode(data).decode("ascii")
+
+    @property
+    def dns_name(self) -> str:
+        """Where the public key is published."""
+        return f"{self.selector}._domainkey.{self.domain}"
+
+    @property
+    def txt_record(self) -> str:
+        """The TXT record's text (RFC 6376 §3.6.1)."""
+        return f"v=DKIM1; k={self.kind}; p={self.public_b64}"
+
+    def sign(self, signed: bytes) -> bytes:
+        """The b= value for the canonical header bytes `signed`: RSA-SHA256 (PKCS#1 v1.5),
+        or Ed25519 over their SHA-256 digest (RFC 8463 §3)."""
+        if self.kind == "rsa":
+            from cryptography.hazmat.primitives import hashes
+            from cryptography.hazmat.primitives.asymmetric import padding
+
+            return self.private.sign(signed, padding.PKCS1v15(), hashes.SHA256())  # type: ignore[call-arg,union-attr]
+        return self.private.sign(hashlib.sha256(signed).digest())  # type: ignore[call-arg]
+
+
+def load(path: Path, selector: str, domain: str) -> DkimKey:
+    """The key in PEM file `path`, or a one-line ConfigError saying what is wrong with it."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+
+    name = str(path)
+    try:
+        if path.stat().st_mode & 0o044:
+            raise ConfigError(
+                f"dkim_key_file {name!r} can be read by other users on this machine: "
+                f"chmod 600 {name}"
+            )
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read dkim_key_file {name!r}: {exc.strerror or exc}") from None
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(
+            f"dkim_key_file {name!r} is not an unencrypted PEM private key ({exc})"
+        ) from None
+    if isinstance(key, rsa.RSAPrivateKey):
+        if key.key_size < MIN_RSA_BITS:
+            raise ConfigError(
+                f"dkim_key_file {name!r} is RSA-{key.key_size}: receivers ignore RSA keys "
+                f"under {MIN_RSA_BITS} bits (RFC 8301); make one with 'rekindle-mail dkim keygen'"
+            )
+        return DkimKey(check_selector(selector), domain.lower(), "rsa", key)
+    if isinstance(key, ed25519.Ed25519PrivateKey):
+        return DkimKey(check_selector(selector), domain.lower(), "ed25519", key)
+    raise ConfigError(f"dkim_key_file {name!r} must hold an RSA or Ed25519 key")
+
+
+def generate(kind: str, bits: int = MIN_RSA_BITS) -> bytes:
+    """A new private key of `kind` as unencrypted PKCS#8 PEM."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+
+    if kind not in KINDS:
+        raise ConfigError(f"key type {kind!r} must be one of {', '.join(KINDS)}")
+    key: RSAPrivateKey | Ed25519PrivateKey
+    if kind == "rsa":
+        key = rsa.generate_private_key(public_exponent=65537, key_size=max(bits, MIN_RSA_BITS))
+    else:
+        key = ed25519.Ed25519PrivateKey.generate()
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def configured(settings: Settings) -> tuple[DkimKey, ...]:
+    """The keys `settings` sign with (none when `dkim_key_file` is not set)."""
+    return tuple(
+        load(path, selector, settings.signing_domain)
+        for path, selector in zip(settings.dkim_key_files, settings.dkim_selectors, strict=True)
+    )
