@@ -8,6 +8,7 @@ an out-of-office reply, and subscribe/unsubscribe commands in their usual forms.
 from __future__ import annotations
 
 import base64
+import json
 import random
 import re
 from collections.abc import Callable, Iterator
@@ -171,6 +172,10 @@ def test_unsubscribe_commands_unsubscribe_an_active_subscriber(mail_env, smtp_se
     assert result.exit_code == 0, result.output
     assert statuses(mail_env) == {DAN: "unsubscribed", BYSTANDER: "active"}
     assert smtp_server.messages == []
+    shown = run(mail_env, "subscribers", "show", DAN, "--json")
+    (entry,) = json.loads(shown.stdout)["history"]
+    assert (entry["by"], entry["via"], entry["change"]) == ("reader", "email", "unsubscribe")
+    assert entry["detail"] == "left (was active)"
 
 
 def test_unsubscribe_by_subprocess_exits_0_and_logs_what_it_did(mail_env):

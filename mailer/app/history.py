@@ -24,6 +24,7 @@ class Actor:
 
 READER = Actor("reader", "course page")
 LINK = Actor("reader", "unsubscribe link")
+EMAIL = Actor("reader", "email")  # a message to the list address (inbound)
 OPERATOR = Actor("operator", "cli")
 
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from mailer.app import signup
+from mailer.app import history, signup
 from mailer.app.enrolment import leave
 from mailer.app.signup import MessageIds
 from mailer.inbound import provenance
@@ -131,7 +131,9 @@ def apply(
                 select(Subscriber).where(func.lower(Subscriber.email) == address.lower())
             )
             if sub is not None and sub.status != Status.UNSUBSCRIBED:
+                was = sub.status
                 leave(session, sub, now)
+                history.record(session, sub, history.EMAIL, "unsubscribe", f"left (was {was})", now)
                 changed.append(sub.email)
         session.commit()
         return Outcome(request, tuple(changed))
