@@ -26,7 +26,13 @@ COLUMNS = (
     "source",
     "next_lesson",
     "next_due",
+    "time_of_day",
+    "reminders",
 )
+TIMES_OF_DAY = ("morning", "evening")
+# What export writes for the reminders switch (Python's True/False), and the other usual spellings.
+SWITCH = {"true": True, "yes": True, "on": True, "1": True}
+SWITCH |= {"false": False, "no": False, "off": False, "0": False}
 STATUSES = {s.value: s for s in Status}
 _SOURCE = re.compile(r"[a-z][a-z0-9_-]{0,15}")
 # A cell a spreadsheet would run as a formula (after any quotes export already added).
@@ -52,6 +58,8 @@ class Row:
     source: str | None = None
     next_lesson: int | None = None
     next_due: datetime | None = None
+    time_of_day: str | None = None  # the reader's choice on their course page
+    reminders: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -169,6 +177,8 @@ class _Parser:
                 _source(cell("source")),
                 self._lesson(cell("next_lesson")),
                 _instant(cell("next_due"), "next_due"),
+                _time_of_day(cell("time_of_day")),
+                _switch(cell("reminders"), "reminders"),
             )
         except InvalidInput as exc:
             return BadRow(line, str(exc))
@@ -194,6 +204,22 @@ class _Parser:
             upto = f" to {self.lessons}" if self.lessons is not None else " up"
             raise InvalidInput(f"next_lesson {text!r} is not a lesson number (1{upto})")
         return number
+
+
+def _time_of_day(text: str) -> str | None:
+    if not text:
+        return None
+    if text.lower() not in TIMES_OF_DAY:
+        raise InvalidInput(f"time_of_day {text!r} must be morning or evening")
+    return text.lower()
+
+
+def _switch(text: str, column: str) -> bool | None:
+    if not text:
+        return None
+    if text.lower() not in SWITCH:
+        raise InvalidInput(f"{column} {text!r} must be true or false")
+    return SWITCH[text.lower()]
 
 
 def _status(text: str) -> Status | None:

@@ -26,7 +26,8 @@ IN_WINDOW = "2026-03-02T09:30:00+00:00"
 NEXT_WEEK = "2026-03-09T09:30:00+00:00"
 RESTORED = "2026-03-20T12:00:00+00:00"  # the day of the restore, weeks later
 EXPORT_HEADER = (
-    "email,name,timezone,status,lessons_sent,next_lesson,next_due,source,created_at,confirmed_at"
+    "email,name,timezone,status,lessons_sent,next_lesson,next_due,source,created_at,confirmed_at,"
+    "time_of_day,reminders"
 )
 # Names a spreadsheet would run as formulas, and ones that merely look like the quote export adds.
 FORMULA_NAMES = ["=SUM(A1)", "-Ann", "+1 555 0100", "@home", "'quoted", "'=SUM(A1)", "''-x"]
@@ -95,8 +96,11 @@ def test_export_then_import_into_an_empty_database_is_the_identity(source, targe
     add(source, "zoe@example.org", "--name", zoe, "--timezone", "Asia/Tehran")
     add(source, "paused@example.org", "--name", "Pat")
     add(source, "left@example.org", "--name", "Lee")
+    add(source, "eve@example.org", "--name", "Eve", "--timezone", "America/Chicago")
     at_added = {**source, "REKINDLE_NOW": ADDED}
     for args in (
+        ("set", "eve@example.org", "--time-of-day", "evening"),
+        ("reminders", "eve@example.org", "off"),
         ("pause", "paused@example.org"),
         ("unsubscribe", "left@example.org"),
         ("add", "new@example.org", "--double-opt-in"),
@@ -119,6 +123,12 @@ def test_export_then_import_into_an_empty_database_is_the_identity(source, targe
     assert exported_names["f0@example.org"] == "'=SUM(A1)"  # protected for spreadsheets
     assert exported_names["f4@example.org"] == "'quoted"  # nothing to protect
     assert exported_names["f5@example.org"] == "''=SUM(A1)"
+    eve = rows(before)["eve@example.org"]
+    assert (eve["time_of_day"], eve["reminders"], eve["next_due"]) == (
+        "evening",
+        "False",
+        "2026-03-02T18:00:00-06:00",
+    )
 
     backup = tmp_path / "backup.csv"
     backup.write_text(before, encoding="utf-8")
@@ -271,6 +281,43 @@ def test_bad_consent_fields_reject_the_row_with_its_line_and_reason(source, tmp_
     assert (stored["good@example.org"]["status"], stored["good@example.org"]["next_lesson"]) == (
         "paused",
         3,
+    )
+
+
+def test_the_readers_own_choices_are_restored_and_bad_ones_are_reported(source, tmp_path):
+    """time_of_day and reminders come back as the reader set them: an evening reader's first
+    lesson is due when their evening opens, and their reminders stay off; bad values are rows
+    reported with their line."""
+    lines = [
+        "email,timezone,time_of_day,reminders",
+        "eve@example.org,Europe/Paris,evening,off",
+        "morn@example.org,Europe/Paris,,",
+        "noon@example.org,Europe/Paris,noon,",
+        "maybe@example.org,Europe/Paris,morning,maybe",
+    ]
+    done = script(
+        {**source, "REKINDLE_NOW": RESTORED},
+        "subscribers",
+        "import",
+        str(write(tmp_path / "p.csv", lines)),
+    )
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [
+        f"{tmp_path / 'p.csv'}: line 4: time_of_day 'noon' must be morning or evening",
+        f"{tmp_path / 'p.csv'}: line 5: reminders 'maybe' must be true or false",
+    ]
+    stored = listed(source)
+    assert list(stored) == ["eve@example.org", "morn@example.org"]
+    eve, morn = stored["eve@example.org"], stored["morn@example.org"]
+    assert (eve["time_of_day"], eve["reminders"], eve["next_due"]) == (
+        "evening",
+        False,
+        "2026-03-20T18:00:00+01:00",
+    )
+    assert (morn["time_of_day"], morn["reminders"], morn["next_due"]) == (
+        "morning",
+        True,
+        "2026-03-21T09:00:00+01:00",
     )
 
 

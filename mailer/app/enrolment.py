@@ -16,7 +16,7 @@ from mailer.errors import Conflict, NotFound
 from mailer.keys import Kind
 from mailer.ledger import queue
 from mailer.store.models import Change, Delivery, DeliveryStatus
-from mailer.timing import SendWindow, first_lesson_due, next_lesson_due
+from mailer.timing import SendWindow, TimeOfDay, Windows, first_lesson_due, next_lesson_due
 from subscribers.csvfile import BadRow, Row
 from subscribers.models import Status, Subscriber
 from subscribers.validation import check_timezone, clean_name, normalize_email
@@ -93,7 +93,7 @@ def import_subscribers(
     *,
     default_timezone: str,
     now: datetime,
-    window: SendWindow,
+    windows: Windows,
     dry_run: bool = False,
 ) -> ImportReport:
     """Store every valid row; skip addresses already present; commit per batch.
@@ -101,7 +101,8 @@ def import_subscribers(
     A row without a status is a new active subscriber (lesson 1 at their next
     window). A row with one keeps it: nobody who left, bounced or never
     confirmed becomes active, and a pending row gets no confirmation email.
-    An address already present keeps its state: import never changes it.
+    An address already present keeps its state: import never changes it. The
+    reader's own choices (time of day, reminders) are restored with them.
     """
     report = ImportReport(dry_run=dry_run)
     batch: list[Row] = []
@@ -120,7 +121,7 @@ def import_subscribers(
             if r.email.lower() in present:
                 report.existing.append(r.email)
             else:
-                fresh.append(_imported_row(r, default_timezone, now, window))
+                fresh.append(_imported_row(r, default_timezone, now, windows))
                 report.statuses[str(fresh[-1]["status"])] += 1
         if fresh and not dry_run:
             session.execute(insert(Subscriber), fresh)
@@ -141,13 +142,17 @@ def import_subscribers(
 
 
 def _imported_row(
-    r: Row, default_timezone: str, now: datetime, window: SendWindow
+    r: Row, default_timezone: str, now: datetime, windows: Windows
 ) -> dict[str, object]:
-    """The stored form of an imported row: its status, consent record and place in the course."""
+    """The stored form of an imported row: its status, consent record, place in the course
+    and the reader's own choices."""
     zone = r.timezone or default_timezone
+    window = windows.of(r.time_of_day)
     row = _new_row(r.email, r.name, zone, now, window, r.source or "import")
     row["created_at"] = r.created_at or now
     row["confirmed_at"] = r.confirmed_at
+    row["time_of_day"] = r.time_of_day or TimeOfDay.MORNING
+    row["reminders"] = True if r.reminders is None else r.reminders
     status = r.status or Status.ACTIVE
     if status == Status.ACTIVE:
         if r.next_lesson is not None:  # a restore: the course goes on where it was

@@ -32,6 +32,8 @@ EXPORT_COLUMNS = (
     "source",
     "created_at",
     "confirmed_at",
+    "time_of_day",
+    "reminders",
 )
 
 
@@ -121,7 +123,8 @@ def import_(rt: Runtime, file: IO[bytes], dry_run: bool) -> None:
     A file written by `subscribers export` restores each person as they were:
     their status (nobody unsubscribed, bounced or unconfirmed becomes active;
     pending people get no confirmation email), their consent record
-    (created_at, confirmed_at, source) and their next lesson. The file may be
+    (created_at, confirmed_at, source), their next lesson and their own choices
+    (time_of_day, reminders). The file may be
     UTF-8 (with or without a byte-order mark) or UTF-16 with a byte-order mark.
 
     Example:
@@ -143,7 +146,7 @@ def import_(rt: Runtime, file: IO[bytes], dry_run: bool) -> None:
             rows,
             default_timezone=rt.settings.timezone,
             now=now,
-            window=rt.settings.send_window,
+            windows=rt.settings.windows,
             dry_run=dry_run,
         )
     for bad in report.rejected:
