@@ -206,7 +206,7 @@ def _complaint_proved(
         was = sub.status
         complain(session, sub, now)
         detail = f"marked our mail as spam: {request.reason}, proved by {how} (was {was})"
-        history.record(session, sub, history.FEEDBACK_LOOP, "complaint", detail, now)
+        history.record(session, sub, history.FEEDBACK_LOOP, history.COMPLAINT, detail, now)
         changed.append(sub.email)
     session.commit()
     reason = f"{request.reason}, proved by {how}"
