@@ -18,7 +18,9 @@ from pathlib import Path
 import pytest
 
 from clirun import add, listed, run, script, send, status
+from mailer.runtime import Runtime
 from mailer.tokens import Tokens
+from mailer.web import courier_of, create_app
 from mailserver import MailServer, Received
 
 DATA = Path(__file__).parent / "data" / "inbound"
@@ -459,6 +461,36 @@ def test_a_complained_reader_may_join_again_only_by_a_fresh_confirmed_sign_up(
     assert statuses(mail_env) == {READER: "pending"}
     assert smtp_server.keys(READER) == ["confirm"]
     assert history(mail_env, READER)[-1]["change"] == "sign-up"
+
+
+def test_the_unsubscribe_link_and_the_course_page_keep_the_complaint(mail_env, smtp_server):
+    """One-click unsubscribe and "Leave the course" from a complained reader change nothing,
+    and erasing themselves sends them no goodbye."""
+    send_lesson_1(mail_env, smtp_server, READER)
+    sent = lesson_1(smtp_server)
+    inbound(mail_env, arf("yahoo", sent))
+    smtp_server.messages.clear()
+    links = re.findall(r"<(https://[^>]+)>", str(sent.message["List-Unsubscribe"]))
+    unsubscribe = links[0].removeprefix("https://rekindle.example.org")
+    runtime = Runtime(config_path=None, env={**mail_env, "REKINDLE_NOW": NEXT_WEEK})
+    app = create_app(runtime)
+    try:
+        client = app.test_client()
+        form = {"List-Unsubscribe": "One-Click"}
+        assert client.post(unsubscribe, data=form).status_code == 200
+        assert statuses(mail_env) == {READER: "complained"}
+        tokens = Tokens(SECRET)
+        course = f"/course/{tokens.course(1, READER)}"
+        assert client.post(f"{course}/leave").status_code == 409
+        assert statuses(mail_env) == {READER: "complained"}
+        confirm = tokens.erase(1, READER)
+        erased = client.post(f"{course}/erase/confirm", data={"confirm": confirm})
+        assert erased.status_code == 200, erased.data
+    finally:
+        courier_of(app).close()
+        runtime.close()
+    assert statuses(mail_env) == {}
+    assert smtp_server.messages == []
 
 
 # --- status and the complaint rate -----------------------------------------------------------
