@@ -481,6 +481,8 @@ def test_the_unsubscribe_link_and_the_course_page_keep_the_complaint(mail_env, s
         assert statuses(mail_env) == {READER: "complained"}
         tokens = Tokens(SECRET)
         course = f"/course/{tokens.course(1, READER)}"
+        shown = client.get(course)
+        assert b"You have left the course" in shown.data and b'id="leave"' not in shown.data
         assert client.post(f"{course}/leave").status_code == 409
         assert statuses(mail_env) == {READER: "complained"}
         confirm = tokens.erase(1, READER)
