@@ -16,8 +16,11 @@ import re
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from clirun import add, listed, run, script, send, status
+from mailer.inbound.classify import Action, classify, parse
 from mailer.runtime import Runtime
 from mailer.tokens import Tokens
 from mailer.web import courier_of, create_app
@@ -362,13 +365,7 @@ def test_the_providers_own_from_is_never_the_subscriber(mail_env, smtp_server):
 )
 def test_malformed_reports_exit_0_with_one_log_line(env, mangle):
     """Truncated, control characters, 10 MB, broken structure: exit 0, one line, no traceback."""
-    sent = Received(
-        "hello+aaaaqlmmvzxg33ofuzwwqmbmkb5yjut@example.org",
-        [READER],
-        b"From: Rekindle <hello@example.org>\r\nTo: " + READER.encode() + b"\r\n"
-        b"Subject: Heal yourself first\r\nMessage-ID: <lesson-1.0123456789abcdef01234567@"
-        b"example.org>\r\nX-Rekindle-Key: lesson-1\r\n\r\nHello\r\n",
-    )
+    sent = FAKE
     add(env, READER, now=ADDED)
     done = script({**env, "REKINDLE_NOW": REPORTED}, "inbound", input=mangle(arf("yahoo", sent)))
     assert done.returncode == 0, done.stderr
@@ -376,6 +373,26 @@ def test_malformed_reports_exit_0_with_one_log_line(env, mangle):
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert "\x1b" not in done.stderr and "\x01" not in done.stderr
     assert statuses(env) == {READER: "active"}
+
+
+FAKE = Received(
+    "hello+aaaaqlmmvzxg33ofuzwwqmbmkb5yjut@example.org",
+    [READER],
+    b"From: Rekindle <hello@example.org>\r\nTo: " + READER.encode() + b"\r\n"
+    b"Subject: Heal yourself first\r\nMessage-ID: <lesson-1.0123456789abcdef01234567@"
+    b"example.org>\r\nX-Rekindle-Key: lesson-1\r\n\r\nHello\r\n",
+)
+
+
+@given(value=st.text(max_size=80))
+def test_any_feedback_type_reads_as_one_printable_line(value):
+    """Whatever a Feedback-Type holds, the report is a complaint or a not-spam note, and its
+    reason is one line of printable text."""
+    raw = arf("yahoo", FAKE).replace(b"Feedback-Type: abuse", b"Feedback-Type: " + value.encode())
+    request = classify(parse(raw), unsubscribe_address=None)
+    assert request.action in (Action.COMPLAINT, Action.IGNORE)
+    assert request.reason.isprintable(), request.reason
+    assert request.action == Action.COMPLAINT or "not spam" in request.reason
 
 
 # --- what a complaint stays through ----------------------------------------------------------
