@@ -11,8 +11,10 @@ are what a stranger could write.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -21,6 +23,7 @@ from hypothesis import strategies as st
 
 from clirun import add, listed, run, script, send, status
 from mailer.inbound.classify import Action, classify, parse
+from mailer.reports.complaints import ComplaintRate, complaint_rate
 from mailer.runtime import Runtime
 from mailer.tokens import Tokens
 from mailer.web import courier_of, create_app
@@ -536,3 +539,23 @@ def test_status_counts_complaints_and_the_rate_of_the_last_30_days(mail_env, smt
     later = status(mail_env, "2026-04-03T09:30:00+00:00")  # 32 days after both
     assert later["complaints"]["complaints"] == 0
     assert later["subscribers"]["complained"] == 1
+
+
+def test_complaint_rate_is_one_function_with_a_frozen_result(mail_env, smtp_server):
+    """complaint_rate(session, now) -> ComplaintRate(complaints, mailed), `rate` 0.0 when
+    nobody was mailed; the figures status shows come from it."""
+    assert ComplaintRate(0, 0).rate == 0.0
+    assert ComplaintRate(3, 2500).rate == pytest.approx(0.0012)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        ComplaintRate(1, 2).complaints = 5  # type: ignore[misc]
+    send_lesson_1(mail_env, smtp_server, READER, BYSTANDER)
+    inbound(mail_env, arf("yahoo", lesson_1(smtp_server)))
+    runtime = Runtime(config_path=None, env=mail_env)
+    try:
+        with runtime.session() as session:
+            found = complaint_rate(session, datetime.fromisoformat(NEXT_WEEK))
+            before = complaint_rate(session, datetime.fromisoformat(ADDED))
+    finally:
+        runtime.close()
+    assert (found.complaints, found.mailed, found.rate) == (1, 2, 0.5)
+    assert (before.complaints, before.mailed, before.rate) == (0, 0, 0.0)
