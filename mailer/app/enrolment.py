@@ -198,6 +198,17 @@ def leave(session: Session, sub: Subscriber, now: datetime) -> None:
     queue.cancel_waiting(session, sub.id, now, "the subscriber unsubscribed")
 
 
+def complain(session: Session, sub: Subscriber, now: datetime) -> None:
+    """`sub` marked our mail as spam: `complained`, no lesson scheduled, every waiting message
+    cancelled; no more mail of any kind (README, "Complaints"); no commit."""
+    sub.status = Status.COMPLAINED
+    sub.status_changed_at = now
+    sub.next_due_at = None
+    reason = "the subscriber marked our mail as spam"
+    queue.cancel_waiting(session, sub.id, now, reason)
+    queue.cancel_waiting(session, sub.id, now, reason, kind=Kind.LESSON)
+
+
 def remove(session: Session, email: str) -> str:
     """Erase the subscriber and their delivery history (GDPR art. 17); commits."""
     sub = find_subscriber(session, email)

@@ -61,7 +61,7 @@ class Retry:
 def retry_failed(session: Session, now: datetime, windows: Windows) -> Retry:
     """Put permanently failed deliveries back in the queue; commits.
 
-    Bounced, unsubscribed and erased subscribers are left alone. A failed lesson
+    Bounced, unsubscribed, complained and erased subscribers are left alone. A failed lesson
     goes out again only if it is the subscriber's latest: their course steps
     back to it, at the next window (never sooner than a week after the last
     lesson sent). Other messages are queued to go out now.
@@ -75,7 +75,7 @@ def retry_failed(session: Session, now: datetime, windows: Windows) -> Retry:
     ).all()
     for delivery, sub in rows:
         label = f"{sub.email} {delivery.key}"
-        if sub.status in (Status.BOUNCED, Status.UNSUBSCRIBED):
+        if sub.status in (Status.BOUNCED, Status.UNSUBSCRIBED, Status.COMPLAINED):
             result.skipped.append(f"{label} (the subscriber is {sub.status})")
             continue
         key = MessageKey.parse(delivery.key)

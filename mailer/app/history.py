@@ -25,7 +25,10 @@ class Actor:
 READER = Actor("reader", "course page")
 LINK = Actor("reader", "unsubscribe link")
 EMAIL = Actor("reader", "email")  # a message to the list address (inbound)
+SIGNUP = Actor("reader", "sign-up")  # the form or a `subscribe` email
+FEEDBACK_LOOP = Actor("reader", "feedback loop")  # "this is spam", reported by their provider
 OPERATOR = Actor("operator", "cli")
+COMPLAINT = "complaint"  # the change a proved feedback report records (mailer.reports.complaints)
 
 
 def record(

@@ -164,6 +164,12 @@ def leave(session: Session, who: Who, now: datetime, actor: Actor) -> Subscriber
     sub = find(session, who)
     if sub.status == Status.UNSUBSCRIBED:
         raise Refused(f"{sub.email} is already unsubscribed", "You have already left the course.")
+    if sub.status == Status.COMPLAINED:
+        # Already gets nothing; `complained` must stay on record (README, "Complaints").
+        raise Refused(
+            f"{sub.email} complained (marked our mail as spam) and already gets nothing",
+            "You have already left the course.",
+        )
     unsubscribe(session, sub, now)
     return _done(session, sub, actor, "unsubscribe", f"left (was {_was(sub)})", now)
 

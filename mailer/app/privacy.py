@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from mailer.app import enrolment, pace
 from mailer.content.course import ERASED
 from mailer.reports import summary as reports
-from subscribers.models import Subscriber
+from subscribers.models import Status, Subscriber
 
 if TYPE_CHECKING:
     from mailer.content.compose import Composer
@@ -58,12 +58,13 @@ class Erased:
 
     email: str
     name: str | None
+    goodbye: bool = True  # False for a reader who complained: no more mail of any kind
 
 
 def erase(session: Session, sub: Subscriber) -> Erased | None:
     """Erase `sub` as `subscribers remove` does; commits. None when another request erased
     them first (so the goodbye goes once)."""
-    gone = Erased(sub.email, sub.name)
+    gone = Erased(sub.email, sub.name, goodbye=sub.status != Status.COMPLAINED)
     return gone if enrolment.erase(session, sub) else None
 
 

@@ -10,8 +10,9 @@ from sqlalchemy.orm import Session
 
 from mailer import keys
 from mailer.app.enrolment import find_subscriber
-from mailer.errors import NotFound, RekindleError, TransportUnavailable
+from mailer.errors import Conflict, NotFound, RekindleError, TransportUnavailable
 from mailer.transport.base import DeliveryError, TemporaryFailure
+from subscribers.models import Status
 from subscribers.validation import clean_name
 
 if TYPE_CHECKING:
@@ -48,9 +49,16 @@ def send_samples(
     when it refuses them.
     """
     try:
-        name = clean_name(find_subscriber(session, address).name)
+        found = find_subscriber(session, address)
     except NotFound:
         name = None
+    else:
+        if found.status == Status.COMPLAINED:
+            raise Conflict(
+                f"{found.email} complained (marked our mail as spam): test-send mails nobody "
+                "who complained; use your own test inbox"
+            )
+        name = clean_name(found.name)
     messages = [
         composer.compose(key, subscriber_id=None, email=address, name=name, date=now)
         for key in message_keys

@@ -34,8 +34,11 @@ if TYPE_CHECKING:
 CONFIRM_INTERVAL = timedelta(hours=24)
 # (subscriber id, key) -> Message-ID, e.g. Composer.message_id.
 MessageIds = Callable[[int, str], str]
-# People who left (or whose mail bounced) may sign up again through double opt-in.
-REJOINABLE = (Status.UNSUBSCRIBED, Status.BOUNCED)
+# People who left (or whose mail bounced) may sign up again through double opt-in; so may
+# a reader who complained, by their own fresh, confirmed sign-up (README, "Complaints").
+REJOINABLE = (Status.UNSUBSCRIBED, Status.BOUNCED, Status.COMPLAINED)
+# Nobody who already gets nothing is unsubscribed again (a complaint must stay on record).
+LEFT = (Status.UNSUBSCRIBED, Status.COMPLAINED)
 
 
 @dataclass(frozen=True)
@@ -98,6 +101,9 @@ def _request(
         session.add(sub)
         session.flush()
     elif sub.status in REJOINABLE:
+        if sub.status == Status.COMPLAINED:
+            detail = f"signed up again ({source}) after a complaint: pending until they confirm"
+            history.record(session, sub, history.SIGNUP, "sign-up", detail, now)
         sub.status = Status.PENDING
         sub.status_changed_at = now
         sub.source = source
@@ -224,7 +230,7 @@ def unsubscribe_by_link(session: Session, tokens: Tokens, token: str, now: datet
     if tokens.read_unsubscribe(token) is None:
         return Unsubscribe.INVALID
     sub = subscriber_for_link(session, tokens, token)
-    if sub is not None and sub.status != Status.UNSUBSCRIBED:
+    if sub is not None and sub.status not in LEFT:
         pace.leave(session, sub, now, history.LINK)  # recorded in their history
     session.commit()
     return Unsubscribe.DONE
@@ -245,6 +251,11 @@ def invite(
     already on the course: the operator may know what strangers on the web may not."""
     with contextlib.suppress(NotFound):
         existing = find_subscriber(session, address)
+        if existing.status == Status.COMPLAINED:
+            raise Conflict(
+                f"{existing.email} complained (marked our mail as spam): only they can join "
+                "again, through the sign-up form or a `subscribe` email"
+            )
         if existing.status not in (Status.PENDING, *REJOINABLE):
             raise Conflict(f"{existing.email} is already a subscriber (status: {existing.status})")
     result = request_subscription(

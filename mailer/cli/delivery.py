@@ -126,6 +126,7 @@ def status(rt: Runtime, now_text: str | None, as_json: bool) -> None:
         f"next due: {summary['next_due'] or '-'}"
     )
     click.echo(f"Mail goes to {summary['delivery']}; database {summary['database']}")
+    click.echo(_complaints(summary["complaints"]))
     run = summary["last_run"]
     if run is None:
         click.echo("Last run: never")
@@ -160,6 +161,17 @@ def status(rt: Runtime, now_text: str | None, as_json: bool) -> None:
         click.echo("Recent failures:")
         for f in summary["recent_failures"]:
             click.echo(f"  {f['at']}  {f['email']}  {f['key']}  {f['status']}: {f['reply']}")
+
+
+def _complaints(c: dict[str, Any]) -> str:
+    """'Complaints: 3 (0.12 % of 2,500 readers mailed in the last 30 days; Gmail's limit is
+    0.3 %)'."""
+    days, limit = c["days"], f"Gmail's limit is {c['gmail_limit'] * 100:g} %"
+    if not c["mailed"]:
+        share = f"no reader mailed in the last {days} days"
+    else:
+        share = f"{c['rate'] * 100:.2f} % of {c['mailed']:,} readers mailed in the last {days} days"
+    return f"Complaints: {c['complaints']} ({share}; {limit})"
 
 
 @click.group("deliveries")

@@ -1,4 +1,5 @@
-"""`rekindle-mail inbound`: list commands by email and bounce reports, from stdin or IMAP."""
+"""`rekindle-mail inbound`: list commands by email, bounce and feedback reports, from stdin
+or IMAP."""
 
 from __future__ import annotations
 
@@ -39,7 +40,9 @@ def inbound_(ctx: click.Context, imap_url: str | None, recipient: tuple[str, ...
     opt-in for its sender; `unsubscribe` (or any message to the configured
     unsubscribe_address) unsubscribes the sender; a bounce report marks a
     subscriber bounced only when it proves it concerns a message we sent them
-    (it came back to their VERP address, or quotes our signed Message-ID).
+    (it came back to their VERP address, or quotes our signed Message-ID); a
+    feedback report ("this is spam", RFC 5965) proved the same way marks them
+    complained: no more mail of any kind.
     Anything else is logged and ignored; a message that cannot be read is
     logged and skipped (IMAP: marked seen, or moved to imap_quarantine).
     Exits 0 once the message is handled, 75 if it must be offered again later.

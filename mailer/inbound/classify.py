@@ -2,8 +2,9 @@
 
 `subscribe` and `unsubscribe` commands (in the subject or the first line),
 mail to the unsubscribe address, bounce reports (read with flufl.bounce),
-auto-replies; a message that cannot be read is refused as Unreadable and
-skipped (README, "Mail to the list").
+feedback reports (complaints: mailer.inbound.feedback), auto-replies; a
+message that cannot be read is refused as Unreadable and skipped (README,
+"Mail to the list").
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING
 from flufl.bounce import all_failures
 
 from mailer.errors import RekindleError
+from mailer.inbound import feedback
 from subscribers.errors import InvalidInput
 from subscribers.validation import normalize_email
 
@@ -50,6 +52,7 @@ class Action(enum.StrEnum):
     SUBSCRIBE = "subscribe"
     UNSUBSCRIBE = "unsubscribe"
     BOUNCE = "bounce"
+    COMPLAINT = "complaint"  # a feedback report: the reader marked our mail as spam
     IGNORE = "ignore"
 
 
@@ -62,6 +65,7 @@ class Request:
     name: str | None = None
     reason: str = ""
     temporary: tuple[str, ...] = field(default=())
+    senders: tuple[str, ...] = field(default=())  # a complaint's Original-Mail-From
 
 
 class Unreadable(RekindleError):
@@ -98,7 +102,8 @@ def classify(
 
     `recipients` are envelope recipients the MTA passed on (e.g. Postfix's
     ${recipient}); a message to the configured unsubscribe address unsubscribes
-    its sender whatever it says. Bounce reports are recognised by shape and read
+    its sender whatever it says. Feedback reports (RFC 5965) are complaints,
+    except `not-spam` ones; bounce reports are recognised by shape and read
     with flufl.bounce; auto-replies and anything else are ignored.
     """
     try:
@@ -114,6 +119,9 @@ def _classify(
     own_addresses: Iterable[str],
     recipients: Iterable[str],
 ) -> Request:
+    report = feedback.read(message)
+    if report is not None:
+        return _complaint(report)
     if _looks_like_bounce(message):
         return _bounce(message)
     if _automatic(message):
@@ -150,6 +158,16 @@ def _bounce(message: EmailMessage) -> Request:
     if soft:
         return Request(Action.IGNORE, soft, reason="a temporary delivery delay, not a bounce")
     return Request(Action.IGNORE, reason="a delivery report naming no failed recipient")
+
+
+def _complaint(report: feedback.FeedbackReport) -> Request:
+    """A feedback report: a complaint about whoever it proves (never its From, the provider),
+    or, for `not-spam`, only a note."""
+    named = tuple(sorted({a for a in map(_valid, report.recipients) if a}))
+    if not report.complaint:
+        reason = f"{report.describe()}: the reader says it is not spam, nothing to change"
+        return Request(Action.IGNORE, named, reason=reason)
+    return Request(Action.COMPLAINT, named, reason=report.describe(), senders=report.senders)
 
 
 def _valid(address: bytes | str) -> str | None:

@@ -1,8 +1,9 @@
-"""Carrying out what mail to the list asks for: sign-ups, unsubscribes, proven bounces.
+"""Carrying out what mail to the list asks for: sign-ups, unsubscribes, proven bounces
+and complaints.
 
-A bounce report changes a subscriber only when it proves it concerns a
-message we sent them (mailer.inbound.provenance; README, "Bounces and
-complaints").
+A bounce or feedback report changes a subscriber only when it proves it
+concerns a message we sent them (mailer.inbound.provenance; README, "Bounces
+and complaints" and "Complaints").
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from mailer.app import history, signup
-from mailer.app.enrolment import leave
+from mailer.app.enrolment import complain, leave
 from mailer.app.signup import MessageIds
 from mailer.inbound import provenance
 from mailer.inbound.classify import Action, Request, classify
@@ -32,8 +33,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("rekindle.inbound")
 SHOWN = 5  # addresses named in one log line
-# A bounce report never changes someone who already left.
-BOUNCE_KEEPS = (Status.UNSUBSCRIBED, Status.BOUNCED)
+# A bounce report never changes someone who already left (or complained: that must stay).
+BOUNCE_KEEPS = (Status.UNSUBSCRIBED, Status.BOUNCED, Status.COMPLAINED)
+# Unsubscribing changes nobody who already gets nothing; a complaint must stay on record.
+LEFT = (Status.UNSUBSCRIBED, Status.COMPLAINED)
 
 
 @dataclass(frozen=True)
@@ -76,7 +79,7 @@ def handle(
         recipients=recipients,
     )
     proofs = None
-    if request.action == Action.BOUNCE:
+    if request.action in (Action.BOUNCE, Action.COMPLAINT):
         proofs = provenance.prove(
             session,
             composer.tokens,
@@ -84,6 +87,8 @@ def handle(
             message,
             envelope=recipients,
             named=request.addresses,
+            complaint=request.action == Action.COMPLAINT,
+            senders=request.senders,
         )
     return apply(
         session,
@@ -106,8 +111,8 @@ def apply(
 ) -> Outcome:
     """Carry out a classified request on the subscriber store; commits.
 
-    A bounce changes only the subscribers in `proofs` (mailer.inbound.provenance.prove):
-    a report that proves nothing changes nothing.
+    A bounce or complaint changes only the subscribers in `proofs`
+    (mailer.inbound.provenance.prove): a report that proves nothing changes nothing.
     """
     if request.action == Action.SUBSCRIBE:
         try:
@@ -130,7 +135,7 @@ def apply(
             sub = session.scalar(
                 select(Subscriber).where(func.lower(Subscriber.email) == address.lower())
             )
-            if sub is not None and sub.status != Status.UNSUBSCRIBED:
+            if sub is not None and sub.status not in LEFT:
                 was = sub.status
                 leave(session, sub, now)
                 history.record(session, sub, history.EMAIL, "unsubscribe", f"left (was {was})", now)
@@ -139,6 +144,8 @@ def apply(
         return Outcome(request, tuple(changed))
     if request.action == Action.BOUNCE:
         return _bounce_proved(session, request, proofs or {}, now)
+    if request.action == Action.COMPLAINT:
+        return _complaint_proved(session, request, proofs or {}, now)
     return Outcome(request)
 
 
@@ -175,3 +182,32 @@ def _bounce_proved(
     how = sorted({p.evidence for p in proofs.values()})
     reason = f"{request.reason}, proved by {' and '.join(how)}"
     return Outcome(Request(Action.BOUNCE, tuple(proved), reason=reason), tuple(changed))
+
+
+def _complaint_proved(
+    session: Session, request: Request, proofs: Mapping[int, Proof], now: datetime
+) -> Outcome:
+    """Mark the subscribers the report proves we mailed `complained`: no more mail of any
+    kind, from whatever status (an unsubscribed reader's complaint is recorded too)."""
+    if not proofs:
+        reason = f"{request.reason} that proves no message of ours (no VERP address or signed "
+        reason += "Message-ID): nobody changed"
+        return Outcome(Request(Action.IGNORE, request.addresses, reason=reason))
+    how = " and ".join(sorted({p.evidence for p in proofs.values()}))
+    changed: list[str] = []
+    proved: list[str] = []
+    for sub_id in sorted(proofs):
+        sub = session.get(Subscriber, sub_id)
+        if sub is None:
+            continue
+        proved.append(sub.email)
+        if sub.status == Status.COMPLAINED:
+            continue
+        was = sub.status
+        complain(session, sub, now)
+        detail = f"marked our mail as spam: {request.reason}, proved by {how} (was {was})"
+        history.record(session, sub, history.FEEDBACK_LOOP, history.COMPLAINT, detail, now)
+        changed.append(sub.email)
+    session.commit()
+    reason = f"{request.reason}, proved by {how}"
+    return Outcome(Request(Action.COMPLAINT, tuple(proved), reason=reason), tuple(changed))

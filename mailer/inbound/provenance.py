@@ -4,7 +4,10 @@ Anyone can send a delivery report naming any address. A report changes a
 subscriber only when it carries something only a message of ours to that
 subscriber carried: the VERP envelope sender it was returned to, or our
 signed Message-ID quoted in its returned headers (README: "Bounces and
-complaints").
+complaints"). A complaint (a feedback report) may also prove it by quoting the
+VERP envelope sender itself, as Original-Mail-From or as the quoted message's
+Return-Path, and its quoted Message-ID is looked up in the ledger when the
+provider blotted out the address (README, "Complaints").
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from mailer.content.message import Sender
+from mailer.store.models import Delivery
 from mailer.tokens import Tokens
 from subscribers.models import Subscriber
 
@@ -27,6 +31,7 @@ RETURNED_PARTS = ("text/rfc822-headers", "message/rfc822", "message/global-heade
 MAX_PARTS = 200  # parts looked at in one report
 MAX_QUOTED = 8  # returned messages (or header blocks) read from one report
 MAX_CANDIDATES = 20  # subscribers a quoted Message-ID is checked against
+MAX_LOOKUPS = 8  # quoted Message-IDs of ours looked up in the ledger (complaints)
 # Headers an MTA adds with the envelope recipient when it delivers into a mailbox
 # (what `inbound --imap` has instead of `--recipient`).
 DELIVERY_HEADERS = ("Delivered-To", "X-Original-To", "Envelope-To")
@@ -37,7 +42,7 @@ class Proof:
     """A subscriber a report proves we mailed, and how."""
 
     subscriber_id: int
-    evidence: str  # "VERP address" or "signed Message-ID"
+    evidence: str  # "VERP address", "signed Message-ID" or "quoted VERP envelope sender"
 
 
 def prove(
@@ -48,29 +53,47 @@ def prove(
     *,
     envelope: Iterable[str] = (),
     named: Iterable[str] = (),
+    complaint: bool = False,
+    senders: Iterable[str] = (),
 ) -> dict[int, Proof]:
     """The subscribers `message` proves were sent a message of ours, by id.
 
     `envelope` are the envelope recipients the MTA gave (`--recipient`);
     `named` are the addresses the report says failed, tried with the quoted
-    Message-IDs alongside the quoted `To`.
+    Message-IDs alongside the quoted `To`. For a `complaint`, `senders` (its
+    Original-Mail-From) and the quoted Return-Path are read as VERP addresses
+    too, and the subscribers a quoted Message-ID of ours went to are found in
+    the ledger (Yahoo and Microsoft may blot out the reader's address).
     """
     found: dict[int, Proof] = {}
+    base = sender.bounce_address or sender.address
     addresses = [*envelope, *_delivery_addresses(message)]
-    for token in verp_tokens(addresses, sender.bounce_address or sender.address):
-        named_by = tokens.read_verp(token)
-        if named_by is not None:
-            found.setdefault(named_by[0], Proof(named_by[0], "VERP address"))
+    _verp(tokens, addresses, base, "VERP address", found)
     quoted = list(_quoted_headers(message))
+    if complaint:
+        returned = [*senders, *(a for h in quoted for a in _addresses(h, "Return-Path"))]
+        _verp(tokens, returned, base, "quoted VERP envelope sender", found)
     ids = {mid for headers in quoted for mid in _message_ids(headers)}
     if ids:
         candidates = {a.lower() for a in named}
         for headers in quoted:
-            candidates.update(a.lower() for _, a in getaddresses(headers.get_all("To", [])) if a)
-        for sub_id in _subscribers(session, sorted(candidates)[:MAX_CANDIDATES]):
+            candidates.update(a.lower() for a in _addresses(headers, "To"))
+        subscribers = _subscribers(session, sorted(candidates)[:MAX_CANDIDATES])
+        if complaint:
+            subscribers += _mailed(session, ids, sender.domain)
+        for sub_id in subscribers:
             if any(tokens.is_message_id_of(sub_id, mid, sender.domain) for mid in ids):
                 found.setdefault(sub_id, Proof(sub_id, "signed Message-ID"))
     return found
+
+
+def _verp(
+    tokens: Tokens, addresses: Iterable[str], base: str, evidence: str, found: dict[int, Proof]
+) -> None:
+    for token in verp_tokens(addresses, base):
+        named_by = tokens.read_verp(token)
+        if named_by is not None:
+            found.setdefault(named_by[0], Proof(named_by[0], evidence))
 
 
 def verp_tokens(addresses: Iterable[str], bounce_address: str) -> Iterator[str]:
@@ -110,6 +133,10 @@ def _quoted_headers(message: Message) -> Iterator[Message]:
             yield HeaderParser(policy=compat32).parsestr(text, headersonly=True)
 
 
+def _addresses(headers: Message, name: str) -> list[str]:
+    return [a for _, a in getaddresses([str(v) for v in headers.get_all(name, [])[:4]]) if a]
+
+
 def _message_ids(headers: Message) -> list[str]:
     return [str(v).strip() for v in headers.get_all("Message-ID", [])[:4]]
 
@@ -118,4 +145,20 @@ def _subscribers(session: Session, addresses: list[str]) -> list[int]:
     if not addresses:
         return []
     rows = session.scalars(select(Subscriber.id).where(func.lower(Subscriber.email).in_(addresses)))
+    return list(rows)
+
+
+def _mailed(session: Session, ids: Iterable[str], domain: str) -> list[int]:
+    """The subscribers the ledger says were sent a message with one of `ids` (only ids at our
+    own domain are looked up; the caller still checks each one's signature)."""
+    suffix = f"@{domain.lower()}>"
+    ours = sorted({m.lower() for m in ids if m.lower().endswith(suffix)})[:MAX_LOOKUPS]
+    if not ours:
+        return []
+    rows = session.scalars(
+        select(Delivery.subscriber_id)
+        .where(func.lower(Delivery.message_id).in_(ours))
+        .distinct()
+        .limit(MAX_CANDIDATES)
+    )
     return list(rows)

@@ -14,6 +14,7 @@ from mailer import keys
 from mailer.app import history
 from mailer.app.enrolment import find_subscriber
 from mailer.keys import Kind, MessageKey
+from mailer.reports.complaints import GMAIL_LIMIT, WINDOW_DAYS, complaint_rate
 from mailer.store.models import Delivery, DeliveryStatus, Run
 from subscribers.models import Status, Subscriber
 
@@ -104,8 +105,8 @@ def status_summary(
     session: Session, now: datetime, windows: Windows, course: Course
 ) -> dict[str, Any]:
     """Subscribers by status, deliveries by key and ledger state, what a run at `now` would
-    send and what falls due in the next 24 hours (mailer.forecast), the last run, and recent
-    failures."""
+    send and what falls due in the next 24 hours (mailer.forecast), the last run, recent
+    failures, and the complaint rate of the last 30 days (mailer.reports.complaints)."""
     by_status = {s.value: 0 for s in Status}
     for status, count in session.execute(
         select(Subscriber.status, func.count()).group_by(Subscriber.status)
@@ -133,6 +134,7 @@ def status_summary(
         .limit(RECENT_FAILURES)
     ).all()
     run = session.scalar(select(Run).order_by(Run.id.desc()).limit(1))
+    rate = complaint_rate(session, now)
     return {
         "now": iso(now),
         "last_run": None
@@ -157,6 +159,13 @@ def status_summary(
             {"email": email, "key": key, "status": status, "reply": error, "at": iso(at)}
             for email, key, status, error, at in failures
         ],
+        "complaints": {
+            "days": WINDOW_DAYS,
+            "complaints": rate.complaints,
+            "mailed": rate.mailed,
+            "rate": rate.rate,
+            "gmail_limit": GMAIL_LIMIT,
+        },
     }
 
 

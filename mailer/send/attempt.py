@@ -141,7 +141,10 @@ def _record_error(
         if settle.record_refused(session, claim, now, error.reply):
             session.execute(
                 update(Subscriber)
-                .where(Subscriber.id == attempt.subscriber_id)
+                .where(
+                    Subscriber.id == attempt.subscriber_id,
+                    Subscriber.status != Status.COMPLAINED,  # a complaint stays on record
+                )
                 .values(status=Status.BOUNCED, status_changed_at=now, next_due_at=None)
             )
         report.bounced += 1

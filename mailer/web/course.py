@@ -225,6 +225,7 @@ def erase_confirmed(token: str) -> Response:
         if not tokens.is_erase(request.form.get("confirm", ""), sub.id, sub.email):
             return _page("invalid.html", 400, what="erase")
         erased = privacy.erase(session, sub)
-    if erased is not None:  # another request may have erased them a moment before
+    # None: another request erased them a moment before; no goodbye after a complaint.
+    if erased is not None and erased.goodbye:
         site.courier.mail(privacy.farewell(site.composer, erased, site.runtime.now()))
     return _page("erased.html", 200)

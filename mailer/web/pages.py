@@ -132,7 +132,7 @@ def unsubscribe_page(token: str) -> tuple[str, int]:
         if tokens.read_unsubscribe(token) is None:
             return render("invalid.html", 400, what="unsubscribe")
         sub = signup.subscriber_for_link(session, tokens, token)
-        gone = sub is None or sub.status == "unsubscribed"
+        gone = sub is None or sub.status in signup.LEFT
     return render("unsubscribe.html", token=token, gone=gone)
 
 
