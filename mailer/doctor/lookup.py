@@ -77,8 +77,8 @@ class Dns:
             self.failure = f"{self.name} did not answer within {self.timeout:g} s"
         except dns.resolver.NoNameservers:
             self.failure = f"{self.name} refused or failed the query for {name} ({rdtype})"
-        except dns.exception.DNSException as exc:
-            self.failure = f"{self.name} could not look up {name} ({rdtype}): {exc}"
+        except dns.exception.DNSException as exc:  # a name it cannot ask about: this one only
+            raise Unanswered(f"{self.name} could not look up {name} ({rdtype}): {exc}") from None
         raise Unanswered(self.failure)
 
     def txt(self, name: str) -> list[str]:

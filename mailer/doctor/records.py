@@ -197,7 +197,7 @@ def dkim(lookups: Dns, settings: Settings) -> list[Check]:
         if not published:
             detail = f"{key.dns_name} publishes no key (empty p=: revoked)"
         elif published != key.public_b64 or kind != key.kind:
-            detail = f"{key.dns_name} publishes a different key (k={kind}) from {path}"
+            detail = f"{key.dns_name} publishes a key (k={kind}) that is not the one in {path}"
         else:
             checks.append(ok("dkim", f"{key.dns_name}: k={kind}, p= matches {path}"))
             continue
