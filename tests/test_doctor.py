@@ -315,12 +315,33 @@ def test_dkim_record_of_another_key_is_a_problem(doctor_env, serve_zone, dkim_ke
     assert check.fix == f"publish a TXT record at {dkim_key.dns_name}: {dkim_key.txt_record}"
 
 
+def key_path(env: dict[str, str], kind: str) -> Path:
+    return Path(env["REKINDLE_OUTBOX"]).parent / f"other-{kind}.pem"
+
+
 def tmp_key(env: dict[str, str], kind: str) -> dkimkey.DkimKey:
     """Another key, written 0600 next to the database."""
-    path = Path(env["REKINDLE_OUTBOX"]).parent / f"other-{kind}.pem"
+    path = key_path(env, kind)
     path.write_bytes(dkimkey.generate(kind))
     path.chmod(0o600)
     return dkimkey.load(path, "rekindle", "example.org")
+
+
+def test_ed25519_key_and_a_resolver_named_by_host(doctor_env, serve_zone):
+    """An Ed25519 key published as it is gives ok; dns_server may name its host (localhost)."""
+    key = tmp_key(doctor_env, "ed25519")
+    zone = good_zone(key.txt_record)
+    ns = serve_zone(zone)
+    chosen = settings(
+        doctor_env,
+        dns_server=f"localhost:{ns.port}",
+        dkim_key_file=str(key_path(doctor_env, "ed25519")),
+    )
+    [check] = records.dkim(Dns(chosen.dns_server), chosen)
+    assert (check.status, check.detail.split(",")[0]) == (
+        Verdict.OK,
+        "rekindle._domainkey.example.org: k=ed25519",
+    )
 
 
 def test_no_dkim_key_is_a_warning_naming_keygen(doctor_env, serve_zone, dkim_key):
