@@ -60,13 +60,14 @@ def spf(lookups: Dns, settings: Settings) -> Check:
                 f"{found} lets any server on the Internet send as {domain}",
                 "end the record with -all (or ~all) instead of +all",
             )
-        refused = _relays_refused(lookups, settings, record)
-    if isinstance(refused, Unanswered):
-        return unanswered("spf", refused)
+        judged = _relays_refused(lookups, settings, record)
+    if isinstance(judged, Unanswered):
+        return unanswered("spf", judged)
+    refused, unjudged = judged
     if refused:
         return problem(
             "spf",
-            f"{found} does not authorise {refused}",
+            f"{found} does not authorise {', '.join(refused)}",
             f"add the relay to the record at {domain} (its include: or ip4:/ip6:)",
         )
     if verdict == "neutral":
@@ -75,21 +76,26 @@ def spf(lookups: Dns, settings: Settings) -> Check:
             f"{found} says nothing about other servers (?all or no all)",
             "end the record with -all or ~all",
         )
+    if unjudged:
+        found += f" ({'; '.join(unjudged)}: make sure SPF names the address it sends from)"
     return ok("spf", found)
 
 
-def _relays_refused(lookups: Dns, settings: Settings, record: str) -> str | Unanswered:
-    """The relays (host and address) the record does not authorise, as one phrase.
+def _relays_refused(
+    lookups: Dns, settings: Settings, record: str
+) -> tuple[list[str], list[str]] | Unanswered:
+    """The relays (host and address) the record does not authorise, and those it cannot judge.
 
     A relay on this machine, or a name that does not resolve, cannot be judged:
     the address receivers see is not known here.
     """
     import spf as pyspf
 
-    refused = []
+    refused, unjudged = [], []
     for relay in settings.relays:
         host = urlsplit(relay.url).hostname or ""
         if is_loopback(host):
+            unjudged.append(f"the relay {host} is on this machine")
             continue
         try:
             addresses = [str(ipaddress.ip_address(host))]
@@ -98,6 +104,8 @@ def _relays_refused(lookups: Dns, settings: Settings, record: str) -> str | Unan
                 addresses = lookups.addresses(host)
             except Unanswered as exc:
                 return exc
+        if not addresses:
+            unjudged.append(f"the relay {host} does not resolve")
         for address in addresses:
             query = pyspf.query(i=address, s=settings.envelope_address, h=host)
             verdict, _, _ = query.check(spf=record)
@@ -105,7 +113,7 @@ def _relays_refused(lookups: Dns, settings: Settings, record: str) -> str | Unan
                 return Unanswered(lookups.failure or f"no answer while checking {host}")
             if verdict != "pass":
                 refused.append(f"the relay {host} ({address}: {verdict})")
-    return ", ".join(refused)
+    return refused, unjudged
 
 
 def _tags(text: str) -> dict[str, str] | None:
