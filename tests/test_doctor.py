@@ -55,6 +55,7 @@ def rsa_pem() -> bytes:
 
 @pytest.fixture
 def key_file(tmp_path: Path, rsa_pem: bytes) -> Path:
+    """The RSA key as dkim_key_file, 0600."""
     path = tmp_path / "dkim.pem"
     path.write_bytes(rsa_pem)
     path.chmod(0o600)
@@ -63,6 +64,7 @@ def key_file(tmp_path: Path, rsa_pem: bytes) -> Path:
 
 @pytest.fixture
 def dkim_key(key_file: Path) -> dkimkey.DkimKey:
+    """The configured key, whose record the good zone publishes."""
     return dkimkey.load(key_file, "rekindle", "example.org")
 
 
@@ -108,6 +110,7 @@ def settings(env: dict[str, str], **changes: str | None) -> Settings:
 
 
 def by_name(checks: list[Check]) -> dict[str, Check]:
+    """Checks keyed by name (each name once in these runs)."""
     assert len({c.name for c in checks}) == len(checks)
     return {c.name: c for c in checks}
 
@@ -319,6 +322,7 @@ def test_dkim_record_of_another_key_is_a_problem(doctor_env, serve_zone, dkim_ke
 
 
 def key_path(env: dict[str, str], kind: str) -> Path:
+    """Where tmp_key writes the other key of `kind`."""
     return Path(env["REKINDLE_OUTBOX"]).parent / f"other-{kind}.pem"
 
 
@@ -520,6 +524,7 @@ def test_each_setting_gets_its_verdict(case, doctor_env):
 
 @pytest.fixture(scope="module")
 def ca() -> trustme.CA:
+    """A private CA the system does not trust."""
     return trustme.CA()
 
 
