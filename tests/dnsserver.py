@@ -39,12 +39,16 @@ class ZoneResolver:
     def __init__(self, zone: Zone) -> None:
         self.zone = zone
         self.questions: list[tuple[str, str]] = []
+        self.refused: set[str] = set()  # names answered REFUSED
 
     def resolve(self, request: Any, handler: Any) -> Any:
         reply = request.reply()
         name = str(request.q.qname).rstrip(".").lower()
         kind = QTYPE[request.q.qtype]
         self.questions.append((name, kind))
+        if name in self.refused:
+            reply.header.rcode = RCODE.REFUSED
+            return reply
         records = self.zone.get(name)
         if records is None:
             reply.header.rcode = RCODE.NXDOMAIN

@@ -449,6 +449,23 @@ def test_a_resolver_that_never_answers_is_a_problem_not_a_traceback(doctor_env, 
     assert "problem  spf             no answer: the resolver at" in done.stdout
 
 
+def test_a_refused_query_fails_its_check_alone(doctor_env, serve_zone, dkim_key):
+    """REFUSED for one name makes that check a problem saying so; the other lookups go on."""
+    ns = serve_zone(good_zone(dkim_key.txt_record))
+    ns.resolver.refused.add("_dmarc.example.org")
+    checks = doctor(doctor_env, dns_server=ns.address)
+    assert checks["dmarc"].status is Verdict.PROBLEM
+    assert checks["dmarc"].detail == (
+        f"no answer: the resolver at {ns.address} refused or failed the query for "
+        "_dmarc.example.org (TXT)"
+    )
+    assert [c.name for c in checks.values() if c.status is not Verdict.OK] == ["dmarc"]
+    ns.resolver.refused.add("example.org")
+    check = doctor(doctor_env, dns_server=ns.address)["spf"]
+    assert check.status is Verdict.PROBLEM
+    assert "refused or failed the query for example.org (TXT)" in check.detail
+
+
 # --- configuration ---------------------------------------------------------------------------
 
 SETTINGS = {

@@ -1,8 +1,8 @@
 """DNS lookups for doctor: the system's resolver or `dns_server`, shared by dnspython and pyspf.
 
-A resolver that does not answer is reported once, as a verdict, never as a
-traceback; after the first timeout every later lookup fails at once with the
-same error (README, "Getting into the inbox").
+A resolver that does not answer is a verdict, never a traceback; after the
+first timeout every later lookup fails at once with the same error (README,
+"Getting into the inbox"). A query it refuses fails alone.
 """
 
 from __future__ import annotations
@@ -75,8 +75,10 @@ class Dns:
             raise
         except dns.exception.Timeout:
             self.failure = f"{self.name} did not answer within {self.timeout:g} s"
-        except dns.resolver.NoNameservers:
-            self.failure = f"{self.name} refused or failed the query for {name} ({rdtype})"
+        except dns.resolver.NoNameservers:  # refused (SERVFAIL, REFUSED): this name only
+            raise Unanswered(
+                f"{self.name} refused or failed the query for {name} ({rdtype})"
+            ) from None
         except dns.exception.DNSException as exc:  # a name it cannot ask about: this one only
             raise Unanswered(f"{self.name} could not look up {name} ({rdtype}): {exc}") from None
         raise Unanswered(self.failure)

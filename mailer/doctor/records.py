@@ -44,8 +44,8 @@ def spf(lookups: Dns, settings: Settings) -> Check:
             record = query.dns_spf(domain)
         except pyspf.PermError as exc:
             return problem("spf", f"{domain}: {exc}", f"keep exactly one v=spf1 record: {fix}")
-        except pyspf.TempError:
-            return unanswered("spf", Unanswered(lookups.failure or "no answer"))
+        except pyspf.TempError as exc:
+            return unanswered("spf", Unanswered(lookups.failure or str(exc).removeprefix("DNS ")))
         if record is None:
             return problem("spf", f"{domain} has no SPF record", fix)
         verdict, _, explanation = query.check(spf=record)
