@@ -1,10 +1,12 @@
 """The complaint rate: readers who marked our mail as spam, against readers we mailed.
 
-Counted over the last WINDOW (30 days), as mailbox providers count it: the
-complaints are the feedback-loop reports `inbound` recorded in subscribers'
-histories in that time, the readers mailed those with at least one message
-sent in that time (README, "Complaints"). A subscriber restored by `import`
-with status `complained` is no new complaint: it has no such history entry.
+Counted over the last WINDOW (30 days), as mailbox providers count it (README,
+"Complaints"): the complaints are the feedback-loop reports `inbound` recorded in
+subscribers' histories in that time; the readers mailed are those sent at least
+one message in that time, and every complainant (someone mailed before the window
+who complains now counts as mailed, so the rate never exceeds 1). A subscriber
+restored by `import` with status `complained` is no new complaint: the import
+writes no such history entry. `status` shows the rate; `doctor` warns above WARN_AT.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import distinct, func, select
+from sqlalchemy import func, select, union
 from sqlalchemy.orm import Session
 
 from mailer.app import history
@@ -26,10 +28,12 @@ WARN_AT = 0.001  # where to start worrying (Gmail asks senders to stay below 0.1
 
 @dataclass(frozen=True)
 class ComplaintRate:
-    """Complaints and readers mailed over the last 30 days; `rate` is their ratio."""
+    """Complaints and readers mailed over the window from `since` to `until`."""
 
     complaints: int
     mailed: int
+    since: datetime | None = None
+    until: datetime | None = None
 
     @property
     def rate(self) -> float:
@@ -37,20 +41,17 @@ class ComplaintRate:
         return self.complaints / self.mailed if self.mailed else 0.0
 
 
-def complaint_rate(session: Session, now: datetime) -> ComplaintRate:
-    """Readers who complained in the 30 days up to `now`, and readers sent at least one
-    message in those days."""
-    since = now - WINDOW
-    complaints = session.scalar(
-        select(func.count(distinct(Change.subscriber_id))).where(
-            Change.change == history.COMPLAINT, Change.at > since, Change.at <= now
-        )
+def complaint_rate(session: Session, now: datetime, window: timedelta = WINDOW) -> ComplaintRate:
+    """Readers who complained in the `window` up to `now`, and readers mailed in it."""
+    since = now - window
+    complained = select(Change.subscriber_id).where(
+        Change.change == history.COMPLAINT, Change.at > since, Change.at <= now
     )
-    mailed = session.scalar(
-        select(func.count(distinct(Delivery.subscriber_id))).where(
-            Delivery.status == DeliveryStatus.SENT,
-            Delivery.sent_at > since,
-            Delivery.sent_at <= now,
-        )
+    sent = select(Delivery.subscriber_id).where(
+        Delivery.status == DeliveryStatus.SENT,
+        Delivery.sent_at > since,
+        Delivery.sent_at <= now,
     )
-    return ComplaintRate(complaints or 0, mailed or 0)
+    complaints = session.scalar(select(func.count()).select_from(complained.distinct().subquery()))
+    mailed = session.scalar(select(func.count()).select_from(union(sent, complained).subquery()))
+    return ComplaintRate(complaints or 0, mailed or 0, since, now)

@@ -1,0 +1,89 @@
+"""The configuration checks of doctor: links, footer, replies, the From domain, DKIM alignment."""
+
+from __future__ import annotations
+
+import ipaddress
+from urllib.parse import urlsplit
+
+from mailer.config import Settings
+from mailer.doctor.check import Check, ok, problem, warning
+
+
+def _local(host: str) -> bool:
+    """A host name only this machine (or no one) can reach."""
+    if host == "localhost" or host.endswith((".localhost", ".local")) or "." not in host:
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return address.is_loopback or address.is_private or address.is_link_local
+
+
+def base_url(settings: Settings) -> Check:
+    """Links in mail must reach readers: https (RFC 8058 one-click needs it), a public host."""
+    url = settings.base_url
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    fix = "set base_url to the public https:// address of 'rekindle-mail serve'"
+    if _local(host):
+        return problem("base-url", f"{url}: readers cannot reach {host}", fix)
+    if parts.scheme != "https":
+        return problem(
+            "base-url",
+            f"{url}: unsubscribe links over http (one-click unsubscribe needs https)",
+            fix,
+        )
+    return ok("base-url", url)
+
+
+def postal_address(settings: Settings) -> Check:
+    """CAN-SPAM and many other laws ask for a postal address in every footer."""
+    if not settings.postal_address:
+        return problem(
+            "postal-address",
+            "no postal_address: anti-spam law (CAN-SPAM and others) wants one in every message",
+            "set postal_address to a postal address where you receive mail",
+        )
+    return ok("postal-address", settings.postal_address)
+
+
+def reply_to(settings: Settings) -> Check:
+    """Replies reach a person."""
+    if not settings.reply_to:
+        return warning(
+            "reply-to",
+            f"no reply_to: replies go to {settings.sender_email}",
+            "set reply_to to an address a person reads",
+        )
+    return ok("reply-to", settings.reply_to)
+
+
+def sender(settings: Settings) -> Check:
+    """`from` names a real domain, whose DNS the other checks read."""
+    domain = settings.sending_domain
+    if _local(domain):
+        return problem(
+            "from",
+            f"{settings.sender_email}: {domain} is not a domain on the Internet",
+            "set from to an address at your own domain, like 'Rekindle <hello@example.org>'",
+        )
+    return ok("from", settings.from_address)
+
+
+def aligned(one: str, other: str) -> bool:
+    """Relaxed alignment: the same domain, or one a subdomain of the other."""
+    return one == other or one.endswith("." + other) or other.endswith("." + one)
+
+
+def alignment(settings: Settings) -> Check:
+    """DKIM's d= must align with the From domain, or DMARC ignores the signature."""
+    signing, domain = settings.signing_domain, settings.sending_domain
+    if not aligned(signing, domain):
+        return problem(
+            "alignment",
+            f"dkim_domain {signing} does not align with the From domain {domain}: "
+            f"DMARC ignores its signatures",
+            f"set dkim_domain to {domain} (or leave it unset)",
+        )
+    return ok("alignment", f"DKIM d={signing}, From {domain}")
