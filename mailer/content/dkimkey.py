@@ -8,6 +8,7 @@ pure-Python RSA in dkimpy costs milliseconds per message.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import re
 from dataclasses import dataclass
@@ -18,7 +19,9 @@ from mailer.errors import ConfigError
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.asymmetric.padding import AsymmetricPadding
     from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
+    from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
     from mailer.config import Settings
 
@@ -75,14 +78,25 @@ class DkimKey:
         return f"v=DKIM1; k={self.kind}; p={self.public_b64}"
 
     def sign(self, signed: bytes) -> bytes:
-        """The b= value for the canonical header bytes `signed`: RSA-SHA256 (PKCS#1 v1.5),
-        or Ed25519 over their SHA-256 digest (RFC 8463 §3)."""
-        if self.kind == "rsa":
-            from cryptography.hazmat.primitives import hashes
-            from cryptography.hazmat.primitives.asymmetric import padding
+        """The b= value for the canonical header bytes `signed`."""
+        return self.sign_digest(hashlib.sha256(signed).digest())
 
-            return self.private.sign(signed, padding.PKCS1v15(), hashes.SHA256())  # type: ignore[call-arg,union-attr]
-        return self.private.sign(hashlib.sha256(signed).digest())  # type: ignore[call-arg]
+    def sign_digest(self, digest: bytes) -> bytes:
+        """The b= value for the SHA-256 `digest` of the canonical header bytes: RSA-SHA256
+        (PKCS#1 v1.5) over the prehashed digest, or Ed25519 over the digest itself
+        (RFC 8463 §3)."""
+        if self.kind == "rsa":
+            return self.private.sign(digest, *_rsa_sha256())  # type: ignore[call-arg]
+        return self.private.sign(digest)  # type: ignore[call-arg]
+
+
+@functools.cache
+def _rsa_sha256() -> tuple[AsymmetricPadding, Prehashed]:
+    """The padding and prehashed algorithm of rsa-sha256, made once."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding, utils
+
+    return padding.PKCS1v15(), utils.Prehashed(hashes.SHA256())
 
 
 def load(path: Path, selector: str, domain: str) -> DkimKey:

@@ -12,10 +12,14 @@ from datetime import UTC, datetime
 from email.errors import HeaderParseError
 from email.header import decode_header, make_header
 from email.utils import format_datetime, formataddr, parseaddr
+from typing import TYPE_CHECKING
 
 from mailer.config import Settings
 from mailer.content import rfc2047
 from mailer.content.render import Recipient, Rendered, Slots
+
+if TYPE_CHECKING:
+    from mailer.content.dkim import Signer
 
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
 CRLF = b"\r\n"
@@ -139,7 +143,14 @@ def _sender_address(from_header: str) -> tuple[str, str]:
 class MessageBuilder:
     """Builds the messages of one kind (a lesson, a notice): only per-recipient parts vary."""
 
-    def __init__(self, sender: Sender, key: str, subject: str, content: Rendered) -> None:
+    def __init__(
+        self,
+        sender: Sender,
+        key: str,
+        subject: str,
+        content: Rendered,
+        signer: Signer | None = None,
+    ) -> None:
         self.sender = sender
         self.key = key
         self.content = content
@@ -156,6 +167,8 @@ class MessageBuilder:
             b'Content-Type: multipart/alternative; boundary="' + self._boundary + b'"\r\n',
         ]
         self._fixed = b"".join(fixed)
+        # DKIM (README, "Getting into the inbox"): the shared headers are hashed here, once.
+        self._seal = signer.seal(self._fixed) if signer else None
         self._text = EncodedSlots(content.text)
         self._html = EncodedSlots(content.html)
         self._mailto = (
@@ -188,14 +201,17 @@ class MessageBuilder:
         if self._mailto:
             unsubscribe += ",\r\n " + self._mailto
         boundary = self._boundary
-        data = b"".join(
+        personal = b"".join(
             (
                 address_header("To", name, email),
                 f"Date: {format_datetime(date.astimezone(UTC))}\r\n".encode(),
                 f"Message-ID: {message_id}\r\n".encode(),
                 f"List-Unsubscribe: {unsubscribe}\r\n".encode(),
-                self._fixed,
-                b"\r\n--",
+            )
+        )
+        body = b"".join(
+            (
+                b"--",
                 boundary,
                 b'\r\nContent-Type: text/plain; charset="utf-8"\r\n'
                 b"Content-Transfer-Encoding: quoted-printable\r\n\r\n",
@@ -210,6 +226,8 @@ class MessageBuilder:
                 b"--\r\n",
             )
         )
+        signatures = self._seal.signatures(personal, body, date) if self._seal else b""
+        data = b"".join((signatures, personal, self._fixed, b"\r\n", body))
         sender = envelope_sender or self.sender.envelope(None)
         return Outgoing(sender, email, data, message_id, self.key)
 
