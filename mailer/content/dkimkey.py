@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 KINDS = ("ed25519", "rsa")
 MIN_RSA_BITS = 2048
+TXT_STRING = 255  # the longest character-string in a TXT record
 _SELECTOR = re.compile(
     r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
 )
@@ -35,7 +36,10 @@ _SELECTOR = re.compile(
 def check_selector(selector: str) -> str:
     """`selector` if it is a DNS name (RFC 6376 §3.1), else a ConfigError."""
     if not _SELECTOR.match(selector or ""):
-        raise ConfigError(f"DKIM selector {selector!r} must be a DNS label like 'rekindle'")
+        raise ConfigError(
+            f"DKIM selector {selector!r} must be a DNS name like 'rekindle' "
+            "(letters, digits and '-', parts joined by '.')"
+        )
     return selector
 
 
@@ -76,6 +80,17 @@ class DkimKey:
     def txt_record(self) -> str:
         """The TXT record's text (RFC 6376 §3.6.1)."""
         return f"v=DKIM1; k={self.kind}; p={self.public_b64}"
+
+    @property
+    def zone_record(self) -> str:
+        """The TXT record as a zone-file line: its text in quoted strings of at most 255
+        characters each (RFC 1035 §3.3.14), which DNS joins back into one."""
+        key = f"p={self.public_b64}"
+        strings = [f"v=DKIM1; k={self.kind}; "] + [
+            key[i : i + TXT_STRING] for i in range(0, len(key), TXT_STRING)
+        ]
+        quoted = " ".join(f'"{s}"' for s in strings)
+        return f"{self.dns_name}. IN TXT ( {quoted} )"
 
     def sign(self, signed: bytes) -> bytes:
         """The b= value for the canonical header bytes `signed`."""
@@ -157,3 +172,19 @@ def configured(settings: Settings) -> tuple[DkimKey, ...]:
         load(path, selector, settings.signing_domain)
         for path, selector in zip(settings.dkim_key_files, settings.dkim_selectors, strict=True)
     )
+
+
+def keygen(kind: str, selector: str, domain: str, out: Path) -> DkimKey:
+    """Make a key of `kind`, write it to the new file `out` (0600; an existing file is
+    never overwritten) and return it, ready to tell what to publish."""
+    from mailer.files import write_new_private
+
+    check_selector(selector)
+    pem = generate(kind)
+    try:
+        write_new_private(out, pem)
+    except FileExistsError:
+        raise ConfigError(f"{str(out)!r} already exists: choose another --out") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot write {str(out)!r}: {exc.strerror or exc}") from None
+    return load(out, selector, domain)
