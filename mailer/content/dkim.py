@@ -65,6 +65,7 @@ def canonical_body(body: bytes) -> bytes:
         and b" \r\n" not in body
         and body.endswith(b"\r\n")
         and not body.endswith(b"\r\n\r\n")
+        and body != b"\r\n"
     ):
         return body
     return bytes(Relaxed.canonicalize_body(body))
