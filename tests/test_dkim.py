@@ -172,10 +172,10 @@ def test_reply_to_is_signed_when_configured_and_dkim_domain_sets_d(env, keys, sm
     assert keys.verdicts(received.data) == [True]
 
 
-def test_reminders_broadcasts_and_test_send_verify(env, keys, smtp_server, tmp_path):
+def test_reminders_broadcasts_and_test_send_verify(env, keys, smtp_server, tmp_path, database_url):
     """A reminder, a broadcast and a test-send are signed like lessons (dual keys)."""
     configure(env, keys, "dual")
-    env["REKINDLE_SMTP_URL"] = smtp_server.url
+    env.update(REKINDLE_SMTP_URL=smtp_server.url, REKINDLE_DATABASE_URL=database_url)
     add(env, ADA, "--name", "Ada", now=ADDED)
     send(env, MONDAY)
     assert send(env, THURSDAY)["sent"] == 1
