@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from dkim import rfc822_parse
-from dkim.canonicalization import Relaxed
+from dkim.canonicalization import Relaxed, compress_whitespace, strip_trailing_whitespace
 
 if TYPE_CHECKING:
     from mailer.content.dkimkey import DkimKey
@@ -55,19 +55,26 @@ def canonical_headers(block: bytes) -> list[tuple[str, bytes]]:
     return out
 
 
+def canonical_lines(piece: bytes) -> bytes:
+    """`piece` of a body with the line-local rules of the relaxed body (RFC 6376 §3.4.4):
+    a space or tab before a line break removed, every other run of them made one space.
+
+    The canonical body of pieces joined is the pieces' canonical forms joined, as long as
+    no run of spaces spans two pieces and the end of the body is left as it is: so the
+    builder canonicalises its constant text once and each recipient's values alone. A
+    piece with no tab, no two spaces and no space before a line break (quoted-printable
+    text mostly) is already canonical, and is not scanned space by space.
+    """
+    if b"\t" not in piece and b"  " not in piece and b" \r\n" not in piece:
+        return piece
+    return bytes(compress_whitespace(strip_trailing_whitespace(piece)))
+
+
 def canonical_body(body: bytes) -> bytes:
-    """The relaxed body (RFC 6376 §3.4.4). A body with no tab, no run of spaces, no space
-    at a line's end and one line break at its end, as the builder's quoted-printable
-    parts are, is already canonical: it is not scanned space by space."""
-    if (
-        b"\t" not in body
-        and b"  " not in body
-        and b" \r\n" not in body
-        and body.endswith(b"\r\n")
-        and not body.endswith(b"\r\n\r\n")
-        and body != b"\r\n"
-    ):
-        return body
+    """The relaxed body (RFC 6376 §3.4.4), as dkimpy makes it."""
+    lines = canonical_lines(body)
+    if lines.endswith(b"\r\n") and not lines.endswith(b"\r\n\r\n") and lines != b"\r\n":
+        return lines
     return bytes(Relaxed.canonicalize_body(body))
 
 
@@ -90,18 +97,20 @@ class Seal:
         self._names = [name for name, _ in fields]
         self._shared = hashlib.sha256(b"".join(canonical for _, canonical in fields))
         self._keys = tuple(keys)
+        self.canonical = canonical_lines  # for the body's pieces (MessageBuilder)
         self._tags = [
             f"v=1; a={key.algorithm}; c=relaxed/relaxed; d={key.domain}; s={key.selector};"
             for key in self._keys
         ]
 
-    def signatures(self, personal: bytes, body: bytes, date: datetime) -> bytes:
+    def signatures(self, personal: bytes, canonical: bytes, date: datetime) -> bytes:
         """The DKIM-Signature fields to put before a message with the per-recipient header
-        block `personal`, the shared one and `body` (everything after the blank line)."""
+        block `personal`, the shared one, and the body whose relaxed canonical form is
+        `canonical` (`canonical_body`)."""
         fields = canonical_headers(personal)
         names = ":".join([*self._names, *(name for name, _ in fields), "from"])
         personal_canonical = b"".join(canonical for _, canonical in fields)
-        body_hash = base64.b64encode(hashlib.sha256(canonical_body(body)).digest()).decode()
+        body_hash = base64.b64encode(hashlib.sha256(canonical).digest()).decode()
         tail = f"t={int(date.timestamp())}; h={names}; bh={body_hash}; b="
         out = []
         for key, tags in zip(self._keys, self._tags, strict=True):
