@@ -328,6 +328,14 @@ def test_keygen_refuses_to_overwrite_and_rejects_a_bad_selector(env):
     assert sorted(p.name for p in Path().glob("*.pem")) == ["mine.pem"]
 
 
+def test_keygen_needs_a_domain_to_name_the_record(env):
+    """Without `from` or dkim_domain there is no domain to publish at: no key is written."""
+    del env["REKINDLE_FROM"]
+    done = script(env, "dkim", "keygen")
+    assert done.returncode == 2 and "set `from`" in done.stderr
+    assert not list(Path().glob("*.pem"))
+
+
 def test_keygen_help_recommends_rsa_and_dual_signing(env):
     """The help says rsa is the default because ed25519 alone is not verified everywhere."""
     done = run(env, "dkim", "keygen", "--help")

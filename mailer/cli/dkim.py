@@ -56,7 +56,10 @@ def keygen(rt: Runtime, selector: str, kind: str, out: Path | None) -> None:
 
     check_selector(selector)
     path = out or Path(f"dkim-{selector}.pem")
-    key = keygen(kind, selector, rt.settings.signing_domain, path)
+    domain = rt.settings.signing_domain
+    if domain == "localhost":
+        raise click.UsageError("set `from` (or dkim_domain) first: the record names its domain")
+    key = keygen(kind, selector, domain, path)
     click.echo(f"Wrote the {kind} private key to {path} (mode 0600).")
     click.echo("")
     click.echo(f"Publish this TXT record at {key.dns_name}:")
