@@ -197,12 +197,14 @@ def test_reminders_broadcasts_and_test_send_verify(env, keys, smtp_server, tmp_p
         assert keys.verdicts(received.data) == [True, True], received.message["X-Rekindle-Key"]
 
 
-def test_confirmation_and_welcome_from_the_web_face_verify(env, keys, smtp_server):
-    """The sign-up confirmation and the welcome the web courier sends are signed."""
+def test_confirmation_welcome_and_erased_notice_from_the_web_face_verify(env, keys, smtp_server):
+    """The sign-up confirmation, the welcome and the goodbye after an erasure, which the web
+    courier sends, are signed."""
     configure(env, keys, "rsa")
     env["REKINDLE_SMTP_URL"] = smtp_server.url
     runtime = Runtime(config_path=None, env=env)
     app = create_app(runtime)
+    origin = {"Origin": "https://rekindle.example.org", "Sec-Fetch-Site": "same-origin"}
     try:
         client = app.test_client()
         data = {"email": ZOE, "name": ZOE_NAME, "timezone": "UTC", "website": ""}
@@ -214,12 +216,22 @@ def test_confirmation_and_welcome_from_the_web_face_verify(env, keys, smtp_serve
         assert link is not None
         client.post(link.group(1))
         courier_of(app).wait_idle()
+        page = app.extensions["rekindle"].composer.course_url(1, ZOE).split(".org", 1)[1]
+        asked = client.post(f"{page}/erase", headers=origin).get_data(as_text=True)
+        confirm = re.search(r'name="confirm" value="([^"]+)"', asked)
+        assert confirm is not None, asked
+        erased = client.post(
+            f"{page}/erase/confirm", data={"confirm": confirm.group(1)}, headers=origin
+        )
+        assert erased.status_code == 200
+        courier_of(app).wait_idle()
     finally:
         courier_of(app).close()
         runtime.close()
     assert [str(m.message["X-Rekindle-Key"]) for m in smtp_server.messages] == [
         "confirm",
         "welcome",
+        "erased",
     ]
     for received in smtp_server.messages:
         assert keys.verdicts(received.data) == [True]
