@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit
 
+from mailer.content.dkimkey import check_selector
 from mailer.errors import ConfigError
 from mailer.masking import mask_url, url_passwords
 from mailer.timing import SendWindow, Windows
@@ -307,6 +308,8 @@ def _dkim(raw: Mapping[str, object]) -> tuple[tuple[Path, ...], tuple[str, ...],
     """The DKIM key files, a selector for each, and the signing domain."""
     files = tuple(Path(name).expanduser() for name in _list(raw, "dkim_key_file"))
     selectors = _list(raw, "dkim_selector") or (("rekindle",) if len(files) == 1 else ())
+    for selector in selectors:
+        check_selector(selector)
     if files and len(selectors) != len(files):
         raise ConfigError(
             f"dkim_selector must name one selector for each of the {len(files)} dkim_key_file "

@@ -72,6 +72,17 @@ def create_private(path: Path) -> bool:
     return True
 
 
+def write_new_private(path: Path, data: bytes) -> None:
+    """Write `data` to a new 0600 file `path`; FileExistsError if anything is there."""
+    fd = os.open(path, _WRITE_NEW | os.O_EXCL, FILE_MODE)
+    try:
+        _own(fd)
+        with os.fdopen(fd, "wb", closefd=False) as out:
+            out.write(data)
+    finally:
+        os.close(fd)
+
+
 def close_to_others(*paths: Path) -> None:
     """Take every other user's access away from those of `paths` that exist, saying so.
 

@@ -19,6 +19,7 @@ from mailer.timing import parse_instant
 if TYPE_CHECKING:
     from mailer.content.compose import Composer
     from mailer.content.course import Course
+    from mailer.content.dkim import Signer
     from mailer.content.render import Renderer
     from mailer.send.context import SendPolicy
     from mailer.send.pipeline import Lane
@@ -105,9 +106,12 @@ class Runtime:
         """Reads the installation's secret now; builds the composer when first called.
 
         A send run with nothing due never calls it, and so never loads the
-        templates, Markdown, premailer or the signing code.
+        templates, Markdown, premailer or the link-signing code. DKIM keys, when
+        configured, are loaded now: a key that cannot be used stops the command
+        before it claims or sends anything.
         """
         secret = db.installation_secret(session, self.settings.secret_key)
+        signer = self.signer()  # a broken DKIM key stops the command before it sends
 
         def build() -> Composer:
             from mailer.content.compose import Composer
@@ -119,9 +123,20 @@ class Runtime:
                 Tokens(secret),
                 Sender.from_settings(self.settings),
                 self.settings.base_url,
+                signer,
             )
 
         return build
+
+    def signer(self) -> Signer | None:
+        """The DKIM signer for `dkim_key_file`'s keys (README, "Getting into the inbox"),
+        or None when no key is configured; a ConfigError names a key that cannot be used."""
+        if not self.settings.dkim_key_files:
+            return None
+        from mailer.content import dkimkey
+        from mailer.content.dkim import Signer
+
+        return Signer(dkimkey.configured(self.settings))
 
     def transport(self, relay: Relay | None = None) -> Transport:
         """A transport to `relay` (default: the first in smtp_url), or the Maildir outbox."""

@@ -25,6 +25,7 @@ COMMANDS = {
     "daemon": "mailer.cli.daemon:daemon",
     "db": "mailer.cli.db:group",
     "deliveries": "mailer.cli.delivery:deliveries",
+    "dkim": "mailer.cli.dkim:group",
     "doctor": "mailer.cli.doctor:doctor",
     "inbound": "mailer.cli.inbound:inbound_",
     "preview": "mailer.cli.course:preview",

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from datetime import datetime
 from email.utils import make_msgid
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from mailer import keys
 from mailer.content.message import MessageBuilder, Outgoing, Sender
 from mailer.content.render import Renderer
 from mailer.tokens import Tokens
+
+if TYPE_CHECKING:
+    from mailer.content.dkim import Signer
 
 # A confirmation carries no unconfirmed name (README, "People joining and leaving on
 # their own"): whoever typed the address may not be its owner, so it greets "Hi there"
@@ -45,18 +49,28 @@ def first_name(name: str | None, fallback: str) -> str:
 class Composer:
     """Builds messages; everything but the per-recipient parts is done once per run."""
 
-    def __init__(self, renderer: Renderer, tokens: Tokens, sender: Sender, base_url: str) -> None:
+    def __init__(
+        self,
+        renderer: Renderer,
+        tokens: Tokens,
+        sender: Sender,
+        base_url: str,
+        signer: Signer | None = None,
+    ) -> None:
         self.renderer = renderer
         self.tokens = tokens
         self.sender = sender
         self.base_url = base_url.rstrip("/")
+        self.signer = signer  # DKIM: every message this composer builds is signed
         self._builders: dict[str, MessageBuilder] = {}
 
     def builder(self, key: str) -> MessageBuilder:
         """The message builder for `key` ('lesson-3', 'confirm'), rendered on first use."""
         if key not in self._builders:
             content = self.renderer.message(key)
-            self._builders[key] = MessageBuilder(self.sender, key, content.subject, content)
+            self._builders[key] = MessageBuilder(
+                self.sender, key, content.subject, content, self.signer
+            )
         return self._builders[key]
 
     def message_id(self, subscriber_id: int, key: str, course_round: int = 1) -> str:

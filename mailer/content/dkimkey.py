@@ -8,6 +8,7 @@ pure-Python RSA in dkimpy costs milliseconds per message.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import re
 from dataclasses import dataclass
@@ -18,12 +19,15 @@ from mailer.errors import ConfigError
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.asymmetric.padding import AsymmetricPadding
     from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
+    from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
     from mailer.config import Settings
 
 KINDS = ("ed25519", "rsa")
 MIN_RSA_BITS = 2048
+TXT_STRING = 255  # the longest character-string in a TXT record
 _SELECTOR = re.compile(
     r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
 )
@@ -32,7 +36,10 @@ _SELECTOR = re.compile(
 def check_selector(selector: str) -> str:
     """`selector` if it is a DNS name (RFC 6376 §3.1), else a ConfigError."""
     if not _SELECTOR.match(selector or ""):
-        raise ConfigError(f"DKIM selector {selector!r} must be a DNS label like 'rekindle'")
+        raise ConfigError(
+            f"DKIM selector {selector!r} must be a DNS name like 'rekindle' "
+            "(letters, digits and '-', parts joined by '.')"
+        )
     return selector
 
 
@@ -74,15 +81,37 @@ class DkimKey:
         """The TXT record's text (RFC 6376 §3.6.1)."""
         return f"v=DKIM1; k={self.kind}; p={self.public_b64}"
 
-    def sign(self, signed: bytes) -> bytes:
-        """The b= value for the canonical header bytes `signed`: RSA-SHA256 (PKCS#1 v1.5),
-        or Ed25519 over their SHA-256 digest (RFC 8463 §3)."""
-        if self.kind == "rsa":
-            from cryptography.hazmat.primitives import hashes
-            from cryptography.hazmat.primitives.asymmetric import padding
+    @property
+    def zone_record(self) -> str:
+        """The TXT record as a zone-file line: its text in quoted strings of at most 255
+        characters each (RFC 1035 §3.3.14), which DNS joins back into one."""
+        key = f"p={self.public_b64}"
+        strings = [f"v=DKIM1; k={self.kind}; "] + [
+            key[i : i + TXT_STRING] for i in range(0, len(key), TXT_STRING)
+        ]
+        quoted = " ".join(f'"{s}"' for s in strings)
+        return f"{self.dns_name}. IN TXT ( {quoted} )"
 
-            return self.private.sign(signed, padding.PKCS1v15(), hashes.SHA256())  # type: ignore[call-arg,union-attr]
-        return self.private.sign(hashlib.sha256(signed).digest())  # type: ignore[call-arg]
+    def sign(self, signed: bytes) -> bytes:
+        """The b= value for the canonical header bytes `signed`."""
+        return self.sign_digest(hashlib.sha256(signed).digest())
+
+    def sign_digest(self, digest: bytes) -> bytes:
+        """The b= value for the SHA-256 `digest` of the canonical header bytes: RSA-SHA256
+        (PKCS#1 v1.5) over the prehashed digest, or Ed25519 over the digest itself
+        (RFC 8463 §3)."""
+        if self.kind == "rsa":
+            return self.private.sign(digest, *_rsa_sha256())  # type: ignore[call-arg]
+        return self.private.sign(digest)  # type: ignore[call-arg]
+
+
+@functools.cache
+def _rsa_sha256() -> tuple[AsymmetricPadding, Prehashed]:
+    """The padding and prehashed algorithm of rsa-sha256, made once."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding, utils
+
+    return padding.PKCS1v15(), utils.Prehashed(hashes.SHA256())
 
 
 def load(path: Path, selector: str, domain: str) -> DkimKey:
@@ -143,3 +172,19 @@ def configured(settings: Settings) -> tuple[DkimKey, ...]:
         load(path, selector, settings.signing_domain)
         for path, selector in zip(settings.dkim_key_files, settings.dkim_selectors, strict=True)
     )
+
+
+def keygen(kind: str, selector: str, domain: str, out: Path) -> DkimKey:
+    """Make a key of `kind`, write it to the new file `out` (0600; an existing file is
+    never overwritten) and return it, ready to tell what to publish."""
+    from mailer.files import write_new_private
+
+    check_selector(selector)
+    pem = generate(kind)
+    try:
+        write_new_private(out, pem)
+    except FileExistsError:
+        raise ConfigError(f"{str(out)!r} already exists: choose another --out") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot write {str(out)!r}: {exc.strerror or exc}") from None
+    return load(out, selector, domain)

@@ -6,16 +6,20 @@ import binascii
 import contextlib
 import hashlib
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.errors import HeaderParseError
 from email.header import decode_header, make_header
 from email.utils import format_datetime, formataddr, parseaddr
+from typing import TYPE_CHECKING
 
 from mailer.config import Settings
 from mailer.content import rfc2047
 from mailer.content.render import Recipient, Rendered, Slots
+
+if TYPE_CHECKING:
+    from mailer.content.dkim import Signer
 
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
 CRLF = b"\r\n"
@@ -139,7 +143,14 @@ def _sender_address(from_header: str) -> tuple[str, str]:
 class MessageBuilder:
     """Builds the messages of one kind (a lesson, a notice): only per-recipient parts vary."""
 
-    def __init__(self, sender: Sender, key: str, subject: str, content: Rendered) -> None:
+    def __init__(
+        self,
+        sender: Sender,
+        key: str,
+        subject: str,
+        content: Rendered,
+        signer: Signer | None = None,
+    ) -> None:
         self.sender = sender
         self.key = key
         self.content = content
@@ -156,8 +167,19 @@ class MessageBuilder:
             b'Content-Type: multipart/alternative; boundary="' + self._boundary + b'"\r\n',
         ]
         self._fixed = b"".join(fixed)
-        self._text = EncodedSlots(content.text)
-        self._html = EncodedSlots(content.html)
+        # DKIM (README, "Getting into the inbox"): the shared headers are hashed here, once.
+        self._seal = signer.seal(self._fixed) if signer else None
+        canonical = self._seal.canonical if self._seal else None
+        self._text = EncodedSlots(content.text, canonical)
+        self._html = EncodedSlots(content.html, canonical)
+        self._parts = (
+            b"--" + self._boundary + b'\r\nContent-Type: text/plain; charset="utf-8"\r\n'
+            b"Content-Transfer-Encoding: quoted-printable\r\n\r\n",
+            b"\r\n--" + self._boundary + b'\r\nContent-Type: text/html; charset="utf-8"\r\n'
+            b"Content-Transfer-Encoding: quoted-printable\r\n\r\n",
+            b"\r\n--" + self._boundary + b"--\r\n",
+        )
+        self._parts_canonical = tuple(map(canonical, self._parts)) if canonical else ()
         self._mailto = (
             f"<mailto:{sender.unsubscribe_address}?subject=unsubscribe>"
             if sender.unsubscribe_address
@@ -187,29 +209,28 @@ class MessageBuilder:
         unsubscribe = f"<{_UNSAFE.sub('', unsubscribe_url)}>"
         if self._mailto:
             unsubscribe += ",\r\n " + self._mailto
-        boundary = self._boundary
-        data = b"".join(
+        personal = b"".join(
             (
                 address_header("To", name, email),
                 f"Date: {format_datetime(date.astimezone(UTC))}\r\n".encode(),
                 f"Message-ID: {message_id}\r\n".encode(),
                 f"List-Unsubscribe: {unsubscribe}\r\n".encode(),
-                self._fixed,
-                b"\r\n--",
-                boundary,
-                b'\r\nContent-Type: text/plain; charset="utf-8"\r\n'
-                b"Content-Transfer-Encoding: quoted-printable\r\n\r\n",
-                self._text.fill(raw),
-                b"\r\n--",
-                boundary,
-                b'\r\nContent-Type: text/html; charset="utf-8"\r\n'
-                b"Content-Transfer-Encoding: quoted-printable\r\n\r\n",
-                self._html.fill(escaped),
-                b"\r\n--",
-                boundary,
-                b"--\r\n",
             )
         )
+        text_start, html_start, end = self._parts
+        if self._seal is None:
+            text, html = self._text.fill(raw), self._html.fill(escaped)
+            signatures = b""
+        else:
+            text, text_canonical = self._text.fill_canonical(raw)
+            html, html_canonical = self._html.fill_canonical(escaped)
+            c_text_start, c_html_start, c_end = self._parts_canonical
+            canonical = b"".join(
+                (c_text_start, text_canonical, c_html_start, html_canonical, c_end)
+            )
+            signatures = self._seal.signatures(personal, canonical, date)
+        body = (text_start, text, html_start, html, end)
+        data = b"".join((signatures, personal, self._fixed, b"\r\n", *body))
         sender = envelope_sender or self.sender.envelope(None)
         return Outgoing(sender, email, data, message_id, self.key)
 
@@ -245,12 +266,17 @@ class EncodedSlots:
     decoder joins the pieces back into exactly the personalised text.
     """
 
-    def __init__(self, slots: Slots) -> None:
+    def __init__(self, slots: Slots, canonical: Callable[[bytes], bytes] | None = None) -> None:
         self.names = slots.names
         *before, last = slots.literals  # every piece but the last is followed by "=" CRLF
         # The part ends with one line break (RFC 2046: the CRLF before the boundary is the
         # boundary's own), so the last line of the text is a whole line.
         self.literals = [*map(_qp_value, before), _qp(last).rstrip(b"\r\n") + CRLF]
+        # DKIM's relaxed body, piece by piece (mailer.content.dkim.canonical_lines): a
+        # piece ends before "=" or with CRLF and starts after LF, so no run of spaces
+        # spans two of them. The literals are canonicalised here, once.
+        self._canonical = canonical
+        self._canonical_literals = [canonical(x) for x in self.literals] if canonical else []
 
     def fill(self, values: Mapping[str, str]) -> bytes:
         """The encoded part for one recipient's `values`."""
@@ -258,3 +284,17 @@ class EncodedSlots:
         for name, literal in zip(self.names, self.literals[1:], strict=True):
             out += (SOFT_BREAK, _qp_value(values[name]), SOFT_BREAK, literal)
         return b"".join(out)
+
+    def fill_canonical(self, values: Mapping[str, str]) -> tuple[bytes, bytes]:
+        """The encoded part for one recipient's `values`, and its relaxed canonical form."""
+        assert self._canonical is not None
+        canonical = self._canonical
+        out = [self.literals[0]]
+        same = [self._canonical_literals[0]]
+        for name, literal, literal_canonical in zip(
+            self.names, self.literals[1:], self._canonical_literals[1:], strict=True
+        ):
+            value = _qp_value(values[name])
+            out += (SOFT_BREAK, value, SOFT_BREAK, literal)
+            same += (SOFT_BREAK, canonical(value), SOFT_BREAK, literal_canonical)
+        return b"".join(out), b"".join(same)
