@@ -1,10 +1,16 @@
-"""Signed tokens (itsdangerous) for links in mail, and Message-IDs derived from the ledger key."""
+"""Signed tokens (itsdangerous) for links in mail, VERP tokens, and Message-IDs.
+
+Every token that proves something about a subscriber binds their address as
+well as their id: on SQLite an erased subscriber's id may be given to the next
+one, and a token of theirs must prove nothing about the newcomer.
+"""
 
 from __future__ import annotations
 
 import base64
 import hmac
 import re
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -17,6 +23,7 @@ UNSUBSCRIBE_SALT = "rekindle.unsubscribe"
 CONFIRM_SALT = "rekindle.confirm"
 CONFIRM_MAX_AGE = timedelta(days=7)
 VERP_SALT = b"rekindle.verp"
+MESSAGE_ID_SALT = b"rekindle.message-id"
 VERP_MAC_BYTES = 8  # 64 bits: a forger gets one guess per message we receive
 LETTER_SALT = b"rekindle.letter"
 LETTER_MAC_BYTES = 16
@@ -63,16 +70,27 @@ class ShortSerializer(URLSafeSerializer):
         return base64_encode(Serializer.dump_payload(self, obj))
 
 
+@dataclass(frozen=True)
+class VerpClaim:
+    """What a well-formed VERP token names; only `Tokens.is_verp_of` says it is genuine."""
+
+    subscriber_id: int
+    key: str
+    mac: bytes = field(repr=False)
+
+
 class Tokens:
     """Everything signed with the installation's secret key.
 
     Link tokens carry the subscriber id and a short keyed digest of their address,
-    so a link never acts on a different person who later gets the same id.
+    so a link never acts on a different person who later gets the same id; VERP
+    tokens and Message-IDs bind the address into their HMAC for the same reason.
     """
 
     def __init__(self, secret: str) -> None:
         self._secret = secret.encode()
         self._verp_key = hmac.digest(self._secret, VERP_SALT, "sha256")
+        self._message_id_key = hmac.digest(self._secret, MESSAGE_ID_SALT, "sha256")
         self._letter_key = hmac.digest(self._secret, LETTER_SALT, "sha256")
         self._course_key = hmac.digest(self._secret, COURSE_SALT, "sha256")
         self._erase = URLSafeTimedSerializer(secret, salt=ERASE_SALT)
@@ -107,33 +125,41 @@ class Tokens:
             return None
         return _pair(value)
 
-    def message_id(self, subscriber_id: int, key: str, domain: str) -> str:
-        """The Message-ID of (subscriber, key): the same on every retry, unguessable to others."""
-        digest = hmac.digest(self._secret, f"{subscriber_id}/{key}".encode(), "sha256")
-        return f"<{key}.{digest.hex()[:24]}@{domain}>"
+    def message_id(self, subscriber_id: int, key: str, domain: str, email: str) -> str:
+        """The Message-ID of (subscriber, key) sent to `email`: the same on every retry,
+        unguessable to others.
 
-    def is_message_id_of(self, subscriber_id: int, message_id: str, domain: str) -> bool:
-        """True when `message_id` is one we generated for this subscriber at `domain`."""
+        `<key.hex24@domain>`, hex24 a truncated HMAC of the id, the key and the address
+        (case-insensitive), so it proves nothing about someone who later gets the same id.
+        """
+        return f"<{key}.{self._message_id_mac(subscriber_id, key, email)}@{domain}>"
+
+    def is_message_id_of(
+        self, subscriber_id: int, email: str, message_id: str, domain: str
+    ) -> bool:
+        """True when `message_id` is one we made for this subscriber and address at `domain`."""
         found = _MESSAGE_ID.match(message_id.strip().lower())
         if found is None or found.group(3) != domain.lower():
             return False
-        return hmac.compare_digest(
-            self.message_id(subscriber_id, found.group(1), domain).lower(),
-            f"<{found.group(1)}.{found.group(2)}@{found.group(3)}>",
-        )
+        expected = self._message_id_mac(subscriber_id, found.group(1), email)
+        return hmac.compare_digest(expected, found.group(2))
 
-    def verp(self, subscriber_id: int, key: str) -> str:
-        """The VERP token of (subscriber, key): short, case-insensitive, signed.
+    def verp(self, subscriber_id: int, key: str, email: str) -> str:
+        """The VERP token of (subscriber, key) sent to `email`: short, case-insensitive, signed.
 
-        base32 of the subscriber id (4 bytes), the key and a truncated HMAC, so
-        an MTA that folds the case of the local part cannot spoil it.
+        base32 of the subscriber id (4 bytes), the key and a truncated HMAC of both
+        and the address, so an MTA that folds the case of the local part cannot spoil
+        it, and it proves nothing about someone who later gets the same id.
         """
         payload = subscriber_id.to_bytes(4, "big") + key.encode()
-        mac = hmac.digest(self._verp_key, payload, "sha256")[:VERP_MAC_BYTES]
+        mac = self._verp_mac(payload, email)
         return base64.b32encode(payload + mac).decode("ascii").rstrip("=").lower()
 
-    def read_verp(self, token: str) -> tuple[int, str] | None:
-        """(subscriber id, key) from a genuine VERP token, else None."""
+    def read_verp(self, token: str) -> VerpClaim | None:
+        """What a well-formed VERP token claims (subscriber id, key), NOT yet verified.
+
+        Check it with `is_verp_of` against that subscriber's address before believing it.
+        """
         if not 20 <= len(token) <= 120 or not token.isascii() or not token.isalnum():
             return None
         try:
@@ -144,14 +170,16 @@ class Tokens:
         if len(payload) < 5 or base64.b32encode(raw).decode().rstrip("=") != token.upper():
             # only the canonical spelling counts (spare bits in the last character are zero)
             return None
-        expected = hmac.digest(self._verp_key, payload, "sha256")[:VERP_MAC_BYTES]
-        if not hmac.compare_digest(mac, expected):
-            return None
         try:
             key = payload[4:].decode("ascii")
         except UnicodeDecodeError:
             return None
-        return int.from_bytes(payload[:4], "big"), key
+        return VerpClaim(int.from_bytes(payload[:4], "big"), key, mac)
+
+    def is_verp_of(self, claim: VerpClaim, email: str) -> bool:
+        """True when `claim` came from the VERP token we made for its subscriber at `email`."""
+        payload = claim.subscriber_id.to_bytes(4, "big") + claim.key.encode()
+        return hmac.compare_digest(claim.mac, self._verp_mac(payload, email))
 
     def letter(self, subscriber_id: int, email: str, key: str) -> str:
         """The letters-page token of (subscriber, key): one HMAC, which also binds the address.
@@ -232,6 +260,14 @@ class Tokens:
         except BadSignature:  # SignatureExpired is a BadSignature
             return False
         return _pair(found) == (subscriber_id, self.email_digest(email))
+
+    def _message_id_mac(self, subscriber_id: int, key: str, email: str) -> str:
+        message = f"{subscriber_id}/{key}".encode() + b"\0" + email.strip().lower().encode()
+        return hmac.digest(self._message_id_key, message, "sha256").hex()[:24]
+
+    def _verp_mac(self, payload: bytes, email: str) -> bytes:
+        message = payload + b"\0" + email.strip().lower().encode()
+        return hmac.digest(self._verp_key, message, "sha256")[:VERP_MAC_BYTES]
 
     def _course_mac(self, payload: bytes, email: str) -> bytes:
         message = payload + b"\0" + email.strip().lower().encode()

@@ -313,17 +313,28 @@ KEYS = st.sampled_from(["lesson-1", "lesson-6", "reminder-3", "confirm", "welcom
 )
 
 
+def _verified(tokens: Tokens, token: str, email: str) -> tuple[int, str] | None:
+    claim = tokens.read_verp(token)
+    if claim is None or not tokens.is_verp_of(claim, email):
+        return None
+    return claim.subscriber_id, claim.key
+
+
 @given(subscriber=st.integers(1, 2**32 - 1), key=KEYS, position=st.integers(0, 200))
 def test_a_verp_token_names_its_message_and_any_changed_character_breaks_it(
     subscriber, key, position
 ):
-    """read_verp gives back (subscriber, key), case-insensitively; one changed character: None."""
+    """A VERP token verifies as (subscriber, key) for its address, case-insensitively;
+    one changed character, another secret or another address: it proves nothing."""
     tokens = Tokens("a secret key for tests")
-    token = tokens.verp(subscriber, key)
+    email = "Reader@Example.net"
+    token = tokens.verp(subscriber, key, email)
     assert len(token) <= 56 and token.isalnum() and token == token.lower()
-    assert tokens.read_verp(token) == (subscriber, key)
-    assert tokens.read_verp(token.upper()) == (subscriber, key)
+    assert _verified(tokens, token, email) == (subscriber, key)
+    assert _verified(tokens, token.upper(), email) == (subscriber, key)
+    assert _verified(tokens, token, "reader@example.net") == (subscriber, key)
     at = position % len(token)
     changed = token[:at] + ("b" if token[at] != "b" else "c") + token[at + 1 :]
-    assert tokens.read_verp(changed) is None
-    assert Tokens("another secret").read_verp(token) is None
+    assert _verified(tokens, changed, email) is None
+    assert _verified(Tokens("another secret"), token, email) is None
+    assert _verified(tokens, token, "newcomer@example.net") is None

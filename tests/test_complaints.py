@@ -316,8 +316,8 @@ def test_a_report_made_with_another_installations_key_changes_nobody(mail_env, s
     send_lesson_1(mail_env, smtp_server, READER)
     sent = lesson_1(smtp_server)
     theirs = Tokens("another installation's secret")
-    verp = f"hello+{theirs.verp(1, 'lesson-1')}@example.org"
-    mid = theirs.message_id(1, "lesson-1", "example.org")
+    verp = f"hello+{theirs.verp(1, 'lesson-1', READER)}@example.org"
+    mid = theirs.message_id(1, "lesson-1", "example.org", READER)
     raw = arf("yahoo", sent).replace(sent.mail_from.encode(), verp.encode())
     raw = raw.replace(str(sent.message["Message-ID"]).encode(), mid.encode())
     log = inbound(mail_env, raw)

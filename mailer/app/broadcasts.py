@@ -107,13 +107,13 @@ def _insert_rows(
 ) -> int:
     """One queued ledger row per subscriber in the segment."""
     query = (
-        select(Subscriber.id)
+        select(Subscriber.id, Subscriber.email)
         .where(Subscriber.status.in_(SEGMENTS[broadcast.segment]))
         .order_by(Subscriber.id)
     )
     recipients = (
-        (subscriber_id, composer.message_id(subscriber_id, key))
-        for subscriber_id in session.scalars(query).all()
+        (subscriber_id, composer.message_id(subscriber_id, email, key))
+        for subscriber_id, email in session.execute(query).all()
     )
     return ledger_queue.enqueue_many(session, key, recipients, send_at, now)
 

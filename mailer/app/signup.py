@@ -32,8 +32,8 @@ if TYPE_CHECKING:
 
 # However often a form is posted, one address gets one confirmation email a day.
 CONFIRM_INTERVAL = timedelta(hours=24)
-# (subscriber id, key) -> Message-ID, e.g. Composer.message_id.
-MessageIds = Callable[[int, str], str]
+# (subscriber id, address, key) -> Message-ID, e.g. Composer.message_id.
+MessageIds = Callable[[int, str, str], str]
 # People who left (or whose mail bounced) may sign up again through double opt-in; so may
 # a reader who complained, by their own fresh, confirmed sign-up (README, "Complaints").
 REJOINABLE = (Status.UNSUBSCRIBED, Status.BOUNCED, Status.COMPLAINED)
@@ -116,7 +116,7 @@ def _request(
         session,
         sub.id,
         keys.CONFIRM,
-        message_id(sub.id, keys.CONFIRM),
+        message_id(sub.id, sub.email, keys.CONFIRM),
         now,
         now,
         resend_if_sent_before=now - CONFIRM_INTERVAL,
@@ -174,7 +174,7 @@ def confirm_subscription(
         earliest = earliest_next_lesson(session, sub, window)
         sub.next_due_at = resumed_due(earliest, now, window, zone)
     welcome = queue.enqueue(
-        session, sub.id, keys.WELCOME, message_id(sub.id, keys.WELCOME), now, now
+        session, sub.id, keys.WELCOME, message_id(sub.id, sub.email, keys.WELCOME), now, now
     )
     session.commit()
     return ConfirmResult(Confirmation.CONFIRMED, welcome, sub.next_due_at, sub.timezone)

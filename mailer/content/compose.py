@@ -73,10 +73,11 @@ class Composer:
             )
         return self._builders[key]
 
-    def message_id(self, subscriber_id: int, key: str, course_round: int = 1) -> str:
-        """The ledger Message-ID of (subscriber, key); a course taken again gets new ones."""
+    def message_id(self, subscriber_id: int, email: str, key: str, course_round: int = 1) -> str:
+        """The ledger Message-ID of (subscriber, key) sent to `email`; a course taken again
+        gets new ones."""
         tag = keys.in_round(key, course_round)
-        return self.tokens.message_id(subscriber_id, tag, self.sender.domain)
+        return self.tokens.message_id(subscriber_id, tag, self.sender.domain, email)
 
     def unsubscribe_url(self, subscriber_id: int, email: str) -> str:
         """The one-click unsubscribe link for a subscriber."""
@@ -119,8 +120,8 @@ class Composer:
             subscriber_id = 0
             envelope = self.sender.envelope(None)
         else:
-            message_id = message_id or self.message_id(subscriber_id, key)
-            envelope = self.sender.envelope(self.tokens.verp(subscriber_id, key))
+            message_id = message_id or self.message_id(subscriber_id, email, key)
+            envelope = self.sender.envelope(self.tokens.verp(subscriber_id, key, email))
         letter = letter_of(key)
         managed = builder.content.uses("course_url")
         return builder.build(

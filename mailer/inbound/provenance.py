@@ -8,6 +8,11 @@ complaints"). A complaint (a feedback report) may also prove it by quoting the
 VERP envelope sender itself, as Original-Mail-From or as the quoted message's
 Return-Path, and its quoted Message-ID is looked up in the ledger when the
 provider blotted out the address (README, "Complaints").
+
+Both tokens are HMACs over the subscriber id, the message key and the address
+the message went to, so each is checked against the address the subscriber
+named by the id has now: an erased subscriber's id given to a newcomer (SQLite
+reuses the highest id) proves nothing about the newcomer.
 """
 
 from __future__ import annotations
@@ -24,13 +29,14 @@ from sqlalchemy.orm import Session
 
 from mailer.content.message import Sender
 from mailer.store.models import Delivery
-from mailer.tokens import Tokens
+from mailer.tokens import Tokens, VerpClaim
 from subscribers.models import Subscriber
 
 RETURNED_PARTS = ("text/rfc822-headers", "message/rfc822", "message/global-headers")
 MAX_PARTS = 200  # parts looked at in one report
 MAX_QUOTED = 8  # returned messages (or header blocks) read from one report
 MAX_CANDIDATES = 20  # subscribers a quoted Message-ID is checked against
+MAX_VERP = 20  # VERP tokens checked from one report
 MAX_LOOKUPS = 8  # quoted Message-IDs of ours looked up in the ledger (complaints)
 # Headers an MTA adds with the envelope recipient when it delivers into a mailbox
 # (what `inbound --imap` has instead of `--recipient`).
@@ -67,12 +73,12 @@ def prove(
     """
     found: dict[int, Proof] = {}
     base = sender.bounce_address or sender.address
-    addresses = [*envelope, *_delivery_addresses(message)]
-    _verp(tokens, addresses, base, "VERP address", found)
     quoted = list(_quoted_headers(message))
+    claimed = [(t, "VERP address") for t in [*envelope, *_delivery_addresses(message)]]
     if complaint:
         returned = [*senders, *(a for h in quoted for a in _addresses(h, "Return-Path"))]
-        _verp(tokens, returned, base, "quoted VERP envelope sender", found)
+        claimed += [(t, "quoted VERP envelope sender") for t in returned]
+    _verp(session, tokens, claimed, base, found)
     ids = {mid for headers in quoted for mid in _message_ids(headers)}
     if ids:
         candidates = {a.lower() for a in named}
@@ -81,19 +87,39 @@ def prove(
         subscribers = _subscribers(session, sorted(candidates)[:MAX_CANDIDATES])
         if complaint:
             subscribers += _mailed(session, ids, sender.domain)
-        for sub_id in subscribers:
-            if any(tokens.is_message_id_of(sub_id, mid, sender.domain) for mid in ids):
+        for sub_id, email in subscribers:
+            if any(tokens.is_message_id_of(sub_id, email, mid, sender.domain) for mid in ids):
                 found.setdefault(sub_id, Proof(sub_id, "signed Message-ID"))
     return found
 
 
 def _verp(
-    tokens: Tokens, addresses: Iterable[str], base: str, evidence: str, found: dict[int, Proof]
+    session: Session,
+    tokens: Tokens,
+    addresses: list[tuple[str, str]],
+    base: str,
+    found: dict[int, Proof],
 ) -> None:
-    for token in verp_tokens(addresses, base):
-        named_by = tokens.read_verp(token)
-        if named_by is not None:
-            found.setdefault(named_by[0], Proof(named_by[0], evidence))
+    """Add the subscribers the genuine VERP tokens among `addresses` name, each with the
+    evidence its address stands for (the first one wins).
+
+    A token is checked against the address of the subscriber its id names now (one query).
+    """
+    claims: dict[str, tuple[VerpClaim, str]] = {}
+    for address, evidence in addresses:
+        for token in verp_tokens([address], base):
+            claim = tokens.read_verp(token)
+            if claim is not None and token not in claims and len(claims) < MAX_VERP:
+                claims[token] = (claim, evidence)
+    if not claims:
+        return
+    wanted = {claim.subscriber_id for claim, _ in claims.values()}
+    query = select(Subscriber.id, Subscriber.email).where(Subscriber.id.in_(wanted))
+    emails = {sub_id: email for sub_id, email in session.execute(query)}
+    for claim, evidence in claims.values():
+        email = emails.get(claim.subscriber_id)
+        if email is not None and tokens.is_verp_of(claim, email):
+            found.setdefault(claim.subscriber_id, Proof(claim.subscriber_id, evidence))
 
 
 def verp_tokens(addresses: Iterable[str], bounce_address: str) -> Iterator[str]:
@@ -141,24 +167,29 @@ def _message_ids(headers: Message) -> list[str]:
     return [str(v).strip() for v in headers.get_all("Message-ID", [])[:4]]
 
 
-def _subscribers(session: Session, addresses: list[str]) -> list[int]:
+def _subscribers(session: Session, addresses: list[str]) -> list[tuple[int, str]]:
+    """(id, address) of the subscribers with one of `addresses`."""
     if not addresses:
         return []
-    rows = session.scalars(select(Subscriber.id).where(func.lower(Subscriber.email).in_(addresses)))
-    return list(rows)
+    rows = session.execute(
+        select(Subscriber.id, Subscriber.email).where(func.lower(Subscriber.email).in_(addresses))
+    )
+    return [(sub_id, email) for sub_id, email in rows]
 
 
-def _mailed(session: Session, ids: Iterable[str], domain: str) -> list[int]:
-    """The subscribers the ledger says were sent a message with one of `ids` (only ids at our
-    own domain are looked up; the caller still checks each one's signature)."""
+def _mailed(session: Session, ids: Iterable[str], domain: str) -> list[tuple[int, str]]:
+    """(id, address) of the subscribers the ledger says were sent a message with one of `ids`
+    (only ids at our own domain are looked up; the caller still checks each one's signature,
+    against the address the subscriber has now)."""
     suffix = f"@{domain.lower()}>"
     ours = sorted({m.lower() for m in ids if m.lower().endswith(suffix)})[:MAX_LOOKUPS]
     if not ours:
         return []
-    rows = session.scalars(
-        select(Delivery.subscriber_id)
+    rows = session.execute(
+        select(Subscriber.id, Subscriber.email)
+        .join(Delivery, Delivery.subscriber_id == Subscriber.id)
         .where(func.lower(Delivery.message_id).in_(ours))
         .distinct()
         .limit(MAX_CANDIDATES)
     )
-    return list(rows)
+    return [(sub_id, email) for sub_id, email in rows]

@@ -79,7 +79,9 @@ class Lessons:
                 (
                     sub.id,
                     course.lesson(week).key,
-                    composer.message_id(sub.id, course.lesson(week).key, sub.course_round),
+                    composer.message_id(
+                        sub.id, sub.email, course.lesson(week).key, sub.course_round
+                    ),
                     sub.next_due_at,
                 )
                 for sub, week, _, _ in items
@@ -111,7 +113,7 @@ def _send(run: Sending, batch: Batch, claim: Claim, item: Wanted) -> bool:
         email=sub.email,
         name=sub.name,
         date=now,
-        message_id=composer.message_id(sub.id, key, sub.course_round),
+        message_id=composer.message_id(sub.id, sub.email, key, sub.course_round),
     )
     failed_due = max(next_lesson_due(claim.due_at, window, zone), window.next_opening(now, zone))
     # Give up a day before the next lesson would be due, so two never go out together.

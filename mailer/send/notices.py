@@ -174,7 +174,7 @@ def reminder_for(
         return None
     local_day = sent_at.astimezone(zone).date() + timedelta(days=course.reminder_after_days)
     key = lesson.reminder_key
-    message_id = composer.message_id(sub.id, key, sub.course_round)
+    message_id = composer.message_id(sub.id, sub.email, key, sub.course_round)
     return FollowUp(sub.id, key, message_id, window.opens_on(local_day, zone))
 
 

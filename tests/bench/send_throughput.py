@@ -174,7 +174,7 @@ def sample_messages(env: dict[str, str], count: int) -> list[tuple[str, str, byt
                 email=email,
                 name=f"Sample {i}",
                 date=now,
-                message_id=composer.message_id(10_000_000 + i, "lesson-1"),
+                message_id=composer.message_id(10_000_000 + i, email, "lesson-1"),
             )
             messages.append((out.sender, out.recipient, out.data))
     rt.close()
