@@ -234,6 +234,43 @@ def test_an_out_of_office_reply_to_a_verp_address_changes_nobody(mail_env, smtp_
     assert statuses(mail_env) == {address: "active"}
 
 
+@pytest.mark.parametrize("delivered", ["recipient", "delivered-to"])
+def test_an_erased_subscribers_late_bounce_changes_nobody_who_got_their_id(
+    mail_env, smtp_server, database_url, delivered
+):
+    """The subscriber with the highest id is erased; on SQLite a newcomer gets that id and the
+    same lesson. The erased one's genuine DSN, to their VERP address (`--recipient`, or the
+    Delivered-To an `--imap` mailbox has) and quoting their Message-ID, proves nothing about
+    the newcomer: both tokens bind the address they were sent to."""
+    name, address = TEMPLATES["postfix"]
+    newcomer = "new.reader@example.net"
+    send_lesson_1(mail_env, smtp_server, BYSTANDER, address)
+    theirs = smtp_server.to(address)[0]
+    gone = run(mail_env, "subscribers", "remove", address)
+    assert gone.exit_code == 0, gone.output
+    add(mail_env, newcomer, now=RETURNED)
+    done = run(mail_env, "send", "--now", "2026-03-03T09:30:00+00:00", "--json")
+    assert done.exit_code == 0, done.output
+    (new,) = smtp_server.to(newcomer)
+    parse = Tokens("any secret parses").read_verp
+    claims = [parse(VERP.match(m.mail_from).group(1)) for m in (theirs, new)]
+    assert claims[0] is not None and claims[1] is not None
+    assert claims[0].key == claims[1].key == "lesson-1"
+    if database_url.startswith("sqlite"):
+        assert claims[0].subscriber_id == claims[1].subscriber_id, "SQLite gave the id again"
+    assert new.message["Message-ID"] != theirs.message["Message-ID"]
+    raw = report(eml(name), theirs, to_verp=True, quote_id=True)
+    args: tuple[str, ...] = ()
+    if delivered == "recipient":
+        args = ("--recipient", theirs.mail_from)
+    else:
+        raw = f"Delivered-To: {theirs.mail_from}\n".encode() + raw
+    result = run({**mail_env, "REKINDLE_NOW": NEXT_WEEK}, "inbound", *args, input=raw)
+    assert result.exit_code == 0, result.output
+    assert "proves no message of ours" in result.output, result.output
+    assert statuses(mail_env) == {BYSTANDER: "active", newcomer: "active"}
+
+
 # --- forged reports --------------------------------------------------------------------------
 
 

@@ -325,6 +325,54 @@ def test_a_report_made_with_another_installations_key_changes_nobody(mail_env, s
     assert statuses(mail_env) == {READER: "active"}
 
 
+def _verp_id(sent: Received) -> int:
+    """The subscriber id the VERP envelope sender of `sent` names (parsed, not verified)."""
+    claim = Tokens("any secret parses").read_verp(sent.mail_from.split("+")[1].split("@")[0])
+    assert claim is not None, sent.mail_from
+    return claim.subscriber_id
+
+
+ERASED_READERS_REPORTS = [
+    pytest.param({"redact": True}, (), id="original-mail-from-verp"),
+    pytest.param(
+        {"mail_from": False, "return_path": False, "redact": True}, (), id="message-id-only"
+    ),
+    pytest.param(
+        {"mail_from": False, "return_path": False, "redact": True},
+        ("--recipient",),
+        id="delivered-to-verp",
+    ),
+]
+
+
+@pytest.mark.parametrize(("options", "args"), ERASED_READERS_REPORTS)
+def test_an_erased_readers_late_complaint_changes_nobody_who_got_their_id(
+    mail_env, smtp_server, database_url, options, args
+):
+    """The reader with the highest id is erased; on SQLite a newcomer gets that id and the
+    same lesson. A genuine report about the erased reader's lesson (by their VERP envelope
+    sender, or by their Message-ID alone, found in the ledger) proves nothing about anyone:
+    both tokens bind the address they were sent to."""
+    send_lesson_1(mail_env, smtp_server, BYSTANDER, READER)
+    theirs = lesson_1(smtp_server, READER)
+    gone = run(mail_env, "subscribers", "remove", READER)
+    assert gone.exit_code == 0, gone.output
+    add(mail_env, OTHER, now=REPORTED)
+    assert send(mail_env, "2026-03-03T09:30:00+00:00")["sent"] == 1
+    newcomers = lesson_1(smtp_server, OTHER)
+    if database_url.startswith("sqlite"):
+        assert _verp_id(newcomers) == _verp_id(theirs), "SQLite gave the erased id again"
+    assert newcomers.message["Message-ID"] != theirs.message["Message-ID"]
+    raw = arf("yahoo", theirs, **options)
+    if args:
+        raw = raw.replace(str(theirs.message["Message-ID"]).encode(), b"<gone@example.org>")
+        args = (*args, theirs.mail_from)
+    log = inbound(mail_env, raw, *args, now=NEXT_WEEK)
+    assert "proves no message of ours" in log, log
+    assert statuses(mail_env) == {BYSTANDER: "active", OTHER: "active"}
+    assert "complaint" not in [e["change"] for e in history(mail_env, OTHER)]
+
+
 def test_a_report_without_the_original_changes_nobody(mail_env, smtp_server):
     """A feedback report naming the reader but quoting nothing of ours: nobody changes."""
     send_lesson_1(mail_env, smtp_server, READER)
