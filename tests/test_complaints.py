@@ -259,6 +259,39 @@ def test_not_spam_feedback_changes_nothing(mail_env, smtp_server):
     assert statuses(mail_env) == {READER: "active"}
 
 
+@pytest.mark.parametrize(
+    "value",
+    [
+        "not-spam (reader said ok)",
+        "NOT-SPAM; x",
+        "(note) not-spam",
+        "Not-Spam\t",
+        "not-spam (a (b))",
+    ],
+)
+def test_not_spam_with_comments_or_trailing_text_is_still_not_spam(value):
+    """The field may carry comments and whitespace (CFWS, RFC 5965): the first token decides."""
+    raw = arf("yahoo", FAKE).replace(b"Feedback-Type: abuse", b"Feedback-Type: " + value.encode())
+    request = classify(parse(raw), unsubscribe_address=None)
+    assert request.action == Action.IGNORE and "not spam" in request.reason, request.reason
+
+
+@pytest.mark.parametrize("value", ["abuse (reader pressed spam)", "not spam", "(not-spam) abuse"])
+def test_a_comment_does_not_turn_a_complaint_into_not_spam(value):
+    """Only the token counts: a comment saying not-spam, or `not spam`, is a complaint."""
+    raw = arf("yahoo", FAKE).replace(b"Feedback-Type: abuse", b"Feedback-Type: " + value.encode())
+    assert classify(parse(raw), unsubscribe_address=None).action == Action.COMPLAINT
+
+
+def test_not_spam_with_a_comment_through_inbound_changes_nothing(mail_env, smtp_server):
+    """A proved report of `not-spam (reader said ok)` leaves the reader active."""
+    send_lesson_1(mail_env, smtp_server, READER)
+    sent = lesson_1(smtp_server)
+    log = inbound(mail_env, arf("yahoo", sent, feedback_type="not-spam (reader said ok)"))
+    assert "not spam" in log and "nothing to change" in log, log
+    assert statuses(mail_env) == {READER: "active"}
+
+
 def test_the_same_report_twice_is_harmless(mail_env, smtp_server):
     """A report delivered again: exit 0, nothing more changes, one history entry."""
     send_lesson_1(mail_env, smtp_server, READER)
