@@ -315,6 +315,13 @@ def _dkim(raw: Mapping[str, object]) -> tuple[tuple[Path, ...], tuple[str, ...],
             f"dkim_selector must name one selector for each of the {len(files)} dkim_key_file "
             f"keys, in the same order"
         )
+    names = [s.lower() for s in selectors]  # DNS names: Rk and rk are one selector
+    repeated = sorted({s for s in names if names.count(s) > 1})
+    if files and repeated:
+        raise ConfigError(
+            f"dkim_selector names {repeated[0]!r} twice: each key needs its own selector, "
+            f"since a selector publishes one key"
+        )
     domain = _text(raw, "dkim_domain")
     if domain and not re.fullmatch(r"[A-Za-z0-9.-]+\.[A-Za-z0-9-]+", domain):
         raise ConfigError(f"dkim_domain {domain!r} must be a domain name like example.org")

@@ -420,6 +420,8 @@ def test_a_key_that_cannot_be_used_stops_the_command_before_anything_is_sent(
         ("one", "one selector for each of the 2"),
         ("bad selector, other", "must be a DNS name"),
         ("bad\nselector, other", "dkim_selector must be on one line"),
+        ("a, a", "dkim_selector names 'a' twice"),
+        ("Rk, rk", "dkim_selector names 'rk' twice"),
     ],
 )
 def test_selectors_that_do_not_fit_stop_send_with_one_line(
