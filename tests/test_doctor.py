@@ -309,6 +309,27 @@ def test_each_broken_zone_gets_its_verdict(case, doctor_env, serve_zone, dkim_ke
     assert [c for c in checks.values() if c.status is not Verdict.OK] == [checks[name]]
 
 
+def test_an_internationalised_from_domain_is_looked_up_by_its_a_label(
+    doctor_env, serve_zone, dkim_key
+):
+    """From at exämple.org: SPF, DMARC, DKIM and MX are read at xn--exmple-cua.org, d= is
+    that A-label, and every check is ok."""
+    idn = "xn--exmple-cua.org"
+    zone = {
+        name.replace("example.org", idn) if name.endswith("example.org") else name: records
+        for name, records in good_zone(dkim_key.txt_record).items()
+    }
+    zone["mx.example.org"] = {"A": ["198.51.100.25"]}
+    ns = serve_zone(zone)
+    checks = doctor(doctor_env, dns_server=ns.address, **{"from": "R <hello@exämple.org>"})
+    assert [c for c in checks.values() if c.status is not Verdict.OK] == []
+    assert checks["alignment"].detail == f"DKIM d={idn}, From {idn}"
+    assert checks["dkim"].detail.startswith(f"rekindle._domainkey.{idn}: k=rsa")
+    assert checks["dmarc"].detail.startswith(f"_dmarc.{idn}: ")
+    assert checks["spf"].detail.startswith(f"{idn}: ")
+    assert checks["bounce-mx"].detail == f"{idn}: MX 10 mx.example.org"
+
+
 def test_dkim_record_of_another_key_is_a_problem(doctor_env, serve_zone, dkim_key):
     """A selector that publishes a different key (here an Ed25519 one) is a problem whose fix
     is the record to publish."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 from urllib.parse import urlsplit
 
-from mailer.config import Settings
+from mailer.config import Settings, a_label
 from mailer.doctor.check import Check, ok, problem, warning
 from mailer.doctor.lookup import Dns, Unanswered, pyspf_through
 from mailer.errors import ConfigError
@@ -26,16 +26,31 @@ def unanswered(name: str, exc: Unanswered) -> Check:
     return problem(name, f"no answer: {exc}", DNS_FIX)
 
 
+def ascii_domain(domain: str) -> str:
+    """`domain` as DNS names it: an internationalised name as its A-label (`xn--`), lower
+    case; a name that is no valid IDN as it is (its lookups then fail and say so)."""
+    try:
+        return a_label(domain)
+    except ConfigError:
+        return domain.lower()
+
+
 def domain_of(address: str) -> str:
-    """The domain of a bare address, lower case."""
-    return address.rpartition("@")[2].lower()
+    """The domain of a bare address, lower case, as an A-label."""
+    return ascii_domain(address.rpartition("@")[2])
+
+
+def ascii_address(address: str) -> str:
+    """A bare address with its domain as an A-label (the local part as it is)."""
+    local, _, domain = address.rpartition("@")
+    return f"{local}@{ascii_domain(domain)}" if local else address
 
 
 def spf(lookups: Dns, settings: Settings) -> Check:
     """The envelope domain's SPF record: exactly one, valid, not +all, naming the relays."""
     import spf as pyspf
 
-    sender = settings.envelope_address
+    sender = ascii_address(settings.envelope_address)
     domain = domain_of(sender)
     fix = f"publish one TXT record at {domain} such as 'v=spf1 include:<your relay's SPF> -all'"
     with pyspf_through(lookups):
@@ -107,7 +122,7 @@ def _relays_refused(
         if not addresses:
             unjudged.append(f"the relay {host} does not resolve")
         for address in addresses:
-            query = pyspf.query(i=address, s=settings.envelope_address, h=host)
+            query = pyspf.query(i=address, s=ascii_address(settings.envelope_address), h=host)
             verdict, _, _ = query.check(spf=record)
             if verdict == "temperror":
                 return Unanswered(lookups.failure or f"no answer while checking {host}")
@@ -129,7 +144,7 @@ def _tags(text: str) -> dict[str, str] | None:
 
 def dmarc(lookups: Dns, settings: Settings) -> Check:
     """The From domain's DMARC record (or its parent's, RFC 7489 §6.6.3) and its policy."""
-    domain = settings.sending_domain
+    domain = ascii_domain(settings.sending_domain)
     fix = (
         f"publish a TXT record at _dmarc.{domain} such as "
         f"'v=DMARC1; p=quarantine; rua=mailto:postmaster@{domain}'"

@@ -5,8 +5,9 @@ from __future__ import annotations
 import ipaddress
 from urllib.parse import urlsplit
 
-from mailer.config import Settings
+from mailer.config import Settings, a_label
 from mailer.doctor.check import Check, ok, problem, warning
+from mailer.errors import ConfigError
 
 
 def _local(host: str) -> bool:
@@ -68,6 +69,10 @@ def sender(settings: Settings) -> Check:
             f"{settings.sender_email}: {domain} is not a domain on the Internet",
             "set from to an address at your own domain, like 'Rekindle <hello@example.org>'",
         )
+    try:
+        a_label(domain)
+    except ConfigError as exc:
+        return problem("from", str(exc), "set from to an address at a domain DNS can name")
     return ok("from", settings.from_address)
 
 
@@ -78,7 +83,11 @@ def aligned(one: str, other: str) -> bool:
 
 def alignment(settings: Settings) -> Check:
     """DKIM's d= must align with the From domain, or DMARC ignores the signature."""
-    signing, domain = settings.signing_domain, settings.sending_domain
+    signing = settings.signing_domain  # an A-label, as DKIM and DMARC compare them
+    try:
+        domain = a_label(settings.sending_domain)
+    except ConfigError:
+        domain = settings.sending_domain
     if not aligned(signing, domain):
         return problem(
             "alignment",
