@@ -7,6 +7,7 @@ verdicts are those of the README, "Getting into the inbox".
 from __future__ import annotations
 
 import ipaddress
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from mailer.config import Settings, a_label
@@ -14,6 +15,11 @@ from mailer.doctor.check import Check, ok, problem, warning
 from mailer.doctor.lookup import Dns, Unanswered, pyspf_through
 from mailer.errors import ConfigError
 from mailer.transport.smtp import is_loopback
+
+if TYPE_CHECKING:
+    from mailer.content.dkimkey import DkimKey
+
+KEY_TYPES = ("rsa", "ed25519")  # the k= values verifiers know (RFC 6376, RFC 8463)
 
 # RFC 5737's TEST-NET-1: an address no SPF record should authorise. The result pyspf
 # gives it is the record's verdict on a stranger (its `all`, or a redirect's).
@@ -214,18 +220,57 @@ def dkim(lookups: Dns, settings: Settings) -> list[Check]:
                 problem("dkim", f"{key.dns_name} has {len(records)} DKIM records", publish)
             )
             continue
-        tags = _tags(records[0]) or {}
-        published = "".join(tags.get("p", "").split())
-        kind = tags.get("k", "rsa").lower()
-        if not published:
-            detail = f"{key.dns_name} publishes no key (empty p=: revoked)"
-        elif published != key.public_b64 or kind != key.kind:
-            detail = f"{key.dns_name} publishes a key (k={kind}) that is not the one in {path}"
-        else:
-            checks.append(ok("dkim", f"{key.dns_name}: k={kind}, p= matches {path}"))
-            continue
-        checks.append(problem("dkim", detail, publish))
+        checks.append(_dkim_record(key, str(path), records[0], publish))
     return checks
+
+
+def _dkim_record(key: DkimKey, path: str, record: str, publish: str) -> Check:
+    """The verdict on the selector's record, as a verifier reads it (README, "### doctor"):
+    tag names and the values of v= and k= are case-sensitive, as dkimpy treats them."""
+    from dkim.util import InvalidTagValueList, parse_tag_value
+
+    name = key.dns_name
+    try:
+        parsed = parse_tag_value(record.encode("utf-8"))
+    except InvalidTagValueList as exc:
+        return problem("dkim", f"{name} is not a valid tag list ({exc}): {record}", publish)
+    tags = {k.decode("utf-8", "replace"): v.decode("utf-8", "replace") for k, v in parsed.items()}
+    services = {part.strip() for part in tags.get("s", "*").split(":")}
+    hashes = {part.strip() for part in tags.get("h", "sha256").split(":")}
+    kind = tags.get("k", "rsa")
+    published = "".join(tags.get("p", "").split())
+    refused = None  # why a verifier discards the record, or finds another key there
+    if "v" in tags and tags["v"] != "DKIM1":
+        refused = f"{name}: v={tags['v']}: receivers discard a record whose v= is not DKIM1"
+    elif "v" in tags and next(iter(tags)) != "v":
+        refused = f"{name}: v= is not the first tag: receivers discard the record"
+    elif kind not in KEY_TYPES:
+        refused = f"{name}: k={kind}: receivers know only k=rsa and k=ed25519 (lower case)"
+    elif not services & {"*", "email"}:
+        refused = f"{name}: s={tags['s']}: the key is not for email (s= absent, * or email)"
+    elif "sha256" not in hashes:
+        refused = f"{name}: h={tags['h']}: the key refuses sha256, which our signatures use"
+    elif not published:
+        refused = f"{name} publishes no key (empty p=: revoked)"
+    elif published != key.public_b64 or kind != key.kind:
+        refused = f"{name} publishes a key (k={kind}) that is not the one in {path}"
+    if refused:
+        return problem("dkim", refused, publish)
+    found = f"{name}: k={kind}, p= matches {path}"
+    if len(services) > 1:  # RFC 6376 allows a list; dkimpy compares s= as one value
+        return warning(
+            "dkim",
+            f"{found}, but s={tags['s']}: some receivers (dkimpy) read s= as one value "
+            f"and discard the key",
+            f"publish the record without s= (or with s=email): {key.txt_record}",
+        )
+    if "y" in {flag.strip() for flag in tags.get("t", "").split(":")}:
+        return warning(
+            "dkim",
+            f"{found}, but t=y (testing): receivers may treat its signatures as absent",
+            f"once mail verifies, publish the record without t=y: {key.txt_record}",
+        )
+    return ok("dkim", found)
 
 
 def bounce_mx(lookups: Dns, settings: Settings) -> Check:
