@@ -608,6 +608,25 @@ SETTINGS = {
         Verdict.OK,
         "DKIM d=mail.example.org, From example.org",
     ),
+    "dkim_domain a sibling": (
+        {"dkim_domain": "mail.example.org", "from": "hello@news.example.org"},
+        setup.alignment,
+        Verdict.WARNING,
+        "DKIM d=mail.example.org, From news.example.org: aligned if example.org is your "
+        "organisational domain",
+    ),
+    "dkim_domain sharing only the top-level domain": (
+        {"dkim_domain": "mail.other.org", "from": "hello@news.example.org"},
+        setup.alignment,
+        Verdict.PROBLEM,
+        "dkim_domain mail.other.org does not align with the From domain news.example.org",
+    ),
+    "dkim_domain a look-alike": (
+        {"dkim_domain": "example.org.evil.example"},
+        setup.alignment,
+        Verdict.PROBLEM,
+        "does not align",
+    ),
     "dkim_domain the parent": (
         {"dkim_domain": "example.org", "from": "hello@news.example.org"},
         setup.alignment,
