@@ -26,6 +26,7 @@ ENV_PREFIX = "REKINDLE_"
 DEFAULT_BASE_URL = "http://localhost:8080"
 EVENING = SendWindow.parse("18:00-21:00")  # evening_window's default
 _ADDRESS = re.compile(r"^[^@\s<>\"]+@[^@\s<>\"]+$")
+_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"  # one label of an ASCII domain name
 
 # Every key a config file may hold; each can be overridden by REKINDLE_<KEY>.
 KEYS = (
@@ -137,8 +138,9 @@ class Settings:
 
     @property
     def signing_domain(self) -> str:
-        """The d= of DKIM signatures: `dkim_domain`, else the domain of `from`."""
-        return (self.dkim_domain or self.sending_domain).lower()
+        """The d= of DKIM signatures: `dkim_domain`, else the domain of `from`, as an
+        A-label (README, "### DKIM": exämple.org signs as xn--exmple-cua.org)."""
+        return a_label(self.dkim_domain or self.sending_domain)
 
     @property
     def database_display(self) -> str:
@@ -149,6 +151,23 @@ class Settings:
     def list_id_header(self) -> str:
         """The List-Id header value (RFC 2919)."""
         return self.list_id or f"Rekindle <rekindle.{self.sending_domain}>"
+
+
+def a_label(domain: str) -> str:
+    """`domain` in its ASCII form, lower case: each non-ASCII label as its IDNA A-label
+    (`xn--`; IDNA 2008 with the UTS #46 mapping, through the idna package), which is how
+    DNS and DKIM name it. A name that is no valid IDN raises ConfigError."""
+    domain = domain.rstrip(".")
+    if domain.isascii():
+        return domain.lower()
+    import idna  # only for a non-ASCII name
+
+    try:
+        return idna.encode(domain, uts46=True).decode("ascii").lower()
+    except idna.IDNAError as exc:
+        raise ConfigError(
+            f"{domain!r} is not a valid internationalised domain name ({exc})"
+        ) from None
 
 
 def load_settings(
@@ -315,10 +334,27 @@ def _dkim(raw: Mapping[str, object]) -> tuple[tuple[Path, ...], tuple[str, ...],
             f"dkim_selector must name one selector for each of the {len(files)} dkim_key_file "
             f"keys, in the same order"
         )
-    domain = _text(raw, "dkim_domain")
-    if domain and not re.fullmatch(r"[A-Za-z0-9.-]+\.[A-Za-z0-9-]+", domain):
-        raise ConfigError(f"dkim_domain {domain!r} must be a domain name like example.org")
-    return files, selectors if files else (), domain.lower().rstrip(".") if domain else None
+    names = [s.lower() for s in selectors]  # DNS names: Rk and rk are one selector
+    repeated = sorted({s for s in names if names.count(s) > 1})
+    if files and repeated:
+        raise ConfigError(
+            f"dkim_selector names {repeated[0]!r} twice: each key needs its own selector, "
+            f"since a selector publishes one key"
+        )
+    given = _text(raw, "dkim_domain")
+    if not given:
+        return files, selectors if files else (), None
+    try:
+        domain = a_label(given)  # exämple.org is xn--exmple-cua.org
+        if "xn--" in domain:  # an A-label must decode (idna is there: a_label imported it)
+            import idna
+
+            idna.decode(domain)
+    except (ConfigError, UnicodeError):  # idna.IDNAError is a UnicodeError
+        domain = ""
+    if not re.fullmatch(rf"{_LABEL}(?:\.{_LABEL})+", domain):
+        raise ConfigError(f"dkim_domain {given!r} must be a domain name like example.org")
+    return files, selectors if files else (), domain
 
 
 def _dns_server(raw: Mapping[str, object]) -> str | None:
@@ -366,10 +402,16 @@ def _validate(raw: Mapping[str, object], path: Path | None) -> Settings:
     unsubscribe = _address(raw, "unsubscribe_address")
     bounce = _address(raw, "bounce_address")
     dkim_key_files, dkim_selectors, dkim_domain = _dkim(raw)
+    from_address = _address(raw, "from", "Rekindle <rekindle@localhost>") or ""
+    if dkim_key_files and not dkim_domain:  # d= is from's domain: it must have an A-label
+        try:
+            a_label(parseaddr(from_address)[1].rpartition("@")[2])
+        except ConfigError as exc:
+            raise ConfigError(f"from: {exc}") from None
     return Settings(
         database_url=_text(raw, "database_url") or f"sqlite:///{base / 'rekindle.db'}",
         outbox=Path(_text(raw, "outbox") or base / "outbox").expanduser(),
-        from_address=_address(raw, "from", "Rekindle <rekindle@localhost>") or "",
+        from_address=from_address,
         base_url=base_url,
         timezone=timezone,
         send_window=SendWindow.parse(_text(raw, "send_window") or "09:00-20:00"),

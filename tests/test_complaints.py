@@ -28,6 +28,7 @@ from mailer.runtime import Runtime
 from mailer.tokens import Tokens
 from mailer.web import courier_of, create_app
 from mailserver import MailServer, Received
+from webserve import poll, serving
 
 DATA = Path(__file__).parent / "data" / "inbound"
 ADDED = "2026-03-02T07:00:00+00:00"  # a Monday, before the 09:00-20:00 window
@@ -255,6 +256,39 @@ def test_not_spam_feedback_changes_nothing(mail_env, smtp_server):
     """Feedback-Type: not-spam (RFC 6430), even proved: logged, nobody changes."""
     send_lesson_1(mail_env, smtp_server, READER)
     log = inbound(mail_env, arf("yahoo", lesson_1(smtp_server), feedback_type="not-spam"))
+    assert "not spam" in log and "nothing to change" in log, log
+    assert statuses(mail_env) == {READER: "active"}
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "not-spam (reader said ok)",
+        "NOT-SPAM; x",
+        "(note) not-spam",
+        "Not-Spam\t",
+        "not-spam (a (b))",
+    ],
+)
+def test_not_spam_with_comments_or_trailing_text_is_still_not_spam(value):
+    """The field may carry comments and whitespace (CFWS, RFC 5965): the first token decides."""
+    raw = arf("yahoo", FAKE).replace(b"Feedback-Type: abuse", b"Feedback-Type: " + value.encode())
+    request = classify(parse(raw), unsubscribe_address=None)
+    assert request.action == Action.IGNORE and "not spam" in request.reason, request.reason
+
+
+@pytest.mark.parametrize("value", ["abuse (reader pressed spam)", "not spam", "(not-spam) abuse"])
+def test_a_comment_does_not_turn_a_complaint_into_not_spam(value):
+    """Only the token counts: a comment saying not-spam, or `not spam`, is a complaint."""
+    raw = arf("yahoo", FAKE).replace(b"Feedback-Type: abuse", b"Feedback-Type: " + value.encode())
+    assert classify(parse(raw), unsubscribe_address=None).action == Action.COMPLAINT
+
+
+def test_not_spam_with_a_comment_through_inbound_changes_nothing(mail_env, smtp_server):
+    """A proved report of `not-spam (reader said ok)` leaves the reader active."""
+    send_lesson_1(mail_env, smtp_server, READER)
+    sent = lesson_1(smtp_server)
+    log = inbound(mail_env, arf("yahoo", sent, feedback_type="not-spam (reader said ok)"))
     assert "not spam" in log and "nothing to change" in log, log
     assert statuses(mail_env) == {READER: "active"}
 
@@ -516,19 +550,77 @@ def test_an_unsubscribe_email_keeps_the_complaint_on_record(mail_env, smtp_serve
     assert statuses(mail_env) == {READER: "complained"}
 
 
-def test_a_complained_reader_may_join_again_only_by_a_fresh_confirmed_sign_up(
+def test_a_subscribe_email_for_a_complained_reader_sends_nothing_and_changes_nothing(
     mail_env, smtp_server
 ):
-    """A `subscribe` email from the reader: pending (the history says so) and one
-    confirmation; nothing else until they confirm."""
+    """Anyone can send `subscribe` with the reader's address as From: they stay complained,
+    get no confirmation, their history is untouched, and the log line says why."""
+    send_lesson_1(mail_env, smtp_server, READER)
+    inbound(mail_env, arf("yahoo", lesson_1(smtp_server)))
+    before = history(mail_env, READER)
+    smtp_server.messages.clear()
+    raw = (DATA / "subscribe.eml").read_bytes()
+    for sender in (READER, READER.upper()):
+        log = inbound(mail_env, raw.replace(b"nora.quinn@example.net", sender.encode()), now=NUDGE)
+        assert len(log.strip().splitlines()) == 1, log
+        assert "nothing sent" in log and "marked our mail as spam" in log, log
+    assert send(mail_env, NEXT_WEEK)["sent"] == 0
+    assert statuses(mail_env) == {READER: "complained"}
+    assert history(mail_env, READER) == before
+    assert smtp_server.messages == []
+
+
+def test_the_sign_up_form_for_a_complained_reader_answers_as_for_anyone_and_sends_nothing(
+    mail_env, smtp_server, tmp_path
+):
+    """Against `serve`: the form answers exactly as for a new address, the reader stays
+    complained and gets nothing, and the operator's log says why in one line."""
     send_lesson_1(mail_env, smtp_server, READER)
     inbound(mail_env, arf("yahoo", lesson_1(smtp_server)))
     smtp_server.messages.clear()
-    raw = (DATA / "subscribe.eml").read_bytes().replace(b"nora.quinn@example.net", READER.encode())
-    inbound(mail_env, raw, now=NEXT_WEEK)
-    assert statuses(mail_env) == {READER: "pending"}
-    assert smtp_server.keys(READER) == ["confirm"]
-    assert history(mail_env, READER)[-1]["change"] == "sign-up"
+    log = tmp_path / "serve.log"
+    origin = {"Origin": "https://rekindle.example.org"}
+    with serving({**mail_env, "REKINDLE_NOW": NUDGE}, log) as web:
+        answers = [
+            web.post(
+                "/subscribe", {"email": who, "name": "", "timezone": "UTC", "website": ""}, **origin
+            )
+            for who in (READER, OTHER)
+        ]
+        poll(lambda: smtp_server.to(OTHER), "the stranger's confirmation")
+        poll(lambda: "marked our mail as spam" in log.read_text(), "the operator's log line")
+    assert answers[0].status == answers[1].status == 200
+    assert answers[0].body == answers[1].body
+    assert statuses(mail_env) == {READER: "complained", OTHER: "pending"}
+    assert [m.rcpt_tos for m in smtp_server.messages] == [[OTHER]]
+    refused = [line for line in log.read_text().splitlines() if READER in line]
+    assert len(refused) == 1 and "nothing sent" in refused[0], log.read_text()
+    assert "Traceback" not in log.read_text()
+
+
+@pytest.mark.parametrize("double_opt_in", [False, True], ids=["active", "double-opt-in"])
+def test_subscribers_add_refuses_a_complained_reader_naming_the_way_back(
+    mail_env, smtp_server, double_opt_in
+):
+    """`subscribers add` (either form) exits 1 with one line: they marked our mail as spam,
+    and only after they write and the operator removes them can they sign up afresh."""
+    send_lesson_1(mail_env, smtp_server, READER)
+    inbound(mail_env, arf("yahoo", lesson_1(smtp_server)))
+    smtp_server.messages.clear()
+    extra = ["--double-opt-in"] if double_opt_in else []
+    done = script({**mail_env, "REKINDLE_NOW": NUDGE}, "subscribers", "add", READER, *extra)
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert "marked our mail as spam" in lines[0] and "writing to you" in lines[0]
+    assert f"subscribers remove {READER}" in lines[0]
+    assert statuses(mail_env) == {READER: "complained"}
+    assert smtp_server.messages == []
+    # The way back the message names: removed, they can be invited afresh.
+    assert run(mail_env, "subscribers", "remove", READER).exit_code == 0
+    again = run({**mail_env, "REKINDLE_NOW": NUDGE}, "subscribers", "add", READER, *extra)
+    assert again.exit_code == 0, again.output
+    assert statuses(mail_env) == {READER: "pending" if double_opt_in else "active"}
 
 
 def test_the_unsubscribe_link_and_the_course_page_keep_the_complaint(mail_env, smtp_server):

@@ -197,6 +197,31 @@ def test_reminders_broadcasts_and_test_send_verify(env, keys, smtp_server, tmp_p
         assert keys.verdicts(received.data) == [True, True], received.message["X-Rekindle-Key"]
 
 
+IDN = "xn--exmple-cua.org"  # exämple.org as an A-label (IDNA)
+
+
+@pytest.mark.parametrize("dkim_domain", [None, "exämple.org", IDN])
+def test_an_internationalised_from_domain_signs_with_its_a_label(
+    env, keys, utf8_server, dkim_domain
+):
+    """From at exämple.org: d= is the A-label whether dkim_domain is unset, a U-label or an
+    A-label, and the message verifies against the record published there."""
+    path = keys.make("rsa", "rk", domain=IDN)
+    env.update(
+        REKINDLE_FROM="R <hello@exämple.org>",
+        REKINDLE_DKIM_KEY_FILE=str(path),
+        REKINDLE_DKIM_SELECTOR="rk",
+        REKINDLE_SMTP_URL=utf8_server.url,
+    )
+    if dkim_domain:
+        env["REKINDLE_DKIM_DOMAIN"] = dkim_domain
+    add(env, ADA, "--name", "Ada", now=ADDED)
+    assert send(env, MONDAY)["sent"] == 1
+    (received,) = utf8_server.messages
+    assert tags(received.data)["d"] == IDN
+    assert keys.verdicts(received.data) == [True]
+
+
 def test_confirmation_welcome_and_erased_notice_from_the_web_face_verify(env, keys, smtp_server):
     """The sign-up confirmation, the welcome and the goodbye after an erasure, which the web
     courier sends, are signed."""
@@ -325,6 +350,26 @@ def test_keygen_writes_a_private_key_whose_record_verifies_a_send(env, smtp_serv
     assert verdict
 
 
+def test_keygen_names_an_internationalised_domain_by_its_a_label(env):
+    """From at exämple.org: the record goes at <selector>._domainkey.xn--exmple-cua.org."""
+    env["REKINDLE_FROM"] = "R <hello@exämple.org>"
+    done = script(env, "dkim", "keygen", "--selector", "rk1")
+    assert done.returncode == 0, done.stderr
+    assert zone_text(done.stdout)[0] == f"rk1._domainkey.{IDN}."
+    assert f"Publish this TXT record at rk1._domainkey.{IDN}:" in done.stdout
+
+
+@pytest.mark.parametrize("domain", ["exa mple.org", "ex\u00e4mple..org", "xn--a.org", "-a.org"])
+def test_a_dkim_domain_that_is_no_domain_name_is_refused_in_one_line(env, domain):
+    """dkim_domain must be a domain name (an IDN is accepted and signs as its A-label)."""
+    env.update(REKINDLE_DKIM_DOMAIN=domain.encode().decode("unicode_escape"))
+    done = script(env, "dkim", "keygen")
+    assert done.returncode != 0
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "must be a domain name" in lines[0], done.stderr
+    assert not list(Path().glob("*.pem"))
+
+
 def test_keygen_refuses_to_overwrite_and_rejects_a_bad_selector(env):
     """An existing --out is left alone; a selector with a space or line break is refused."""
     Path("mine.pem").write_text("precious")
@@ -420,6 +465,8 @@ def test_a_key_that_cannot_be_used_stops_the_command_before_anything_is_sent(
         ("one", "one selector for each of the 2"),
         ("bad selector, other", "must be a DNS name"),
         ("bad\nselector, other", "dkim_selector must be on one line"),
+        ("a, a", "dkim_selector names 'a' twice"),
+        ("Rk, rk", "dkim_selector names 'rk' twice"),
     ],
 )
 def test_selectors_that_do_not_fit_stop_send_with_one_line(

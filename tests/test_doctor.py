@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import dkim
 import pytest
 import trustme
 from sqlalchemy import insert, update
@@ -309,6 +310,27 @@ def test_each_broken_zone_gets_its_verdict(case, doctor_env, serve_zone, dkim_ke
     assert [c for c in checks.values() if c.status is not Verdict.OK] == [checks[name]]
 
 
+def test_an_internationalised_from_domain_is_looked_up_by_its_a_label(
+    doctor_env, serve_zone, dkim_key
+):
+    """From at exämple.org: SPF, DMARC, DKIM and MX are read at xn--exmple-cua.org, d= is
+    that A-label, and every check is ok."""
+    idn = "xn--exmple-cua.org"
+    zone = {
+        name.replace("example.org", idn) if name.endswith("example.org") else name: records
+        for name, records in good_zone(dkim_key.txt_record).items()
+    }
+    zone["mx.example.org"] = {"A": ["198.51.100.25"]}
+    ns = serve_zone(zone)
+    checks = doctor(doctor_env, dns_server=ns.address, **{"from": "R <hello@exämple.org>"})
+    assert [c for c in checks.values() if c.status is not Verdict.OK] == []
+    assert checks["alignment"].detail == f"DKIM d={idn}, From {idn}"
+    assert checks["dkim"].detail.startswith(f"rekindle._domainkey.{idn}: k=rsa")
+    assert checks["dmarc"].detail.startswith(f"_dmarc.{idn}: ")
+    assert checks["spf"].detail.startswith(f"{idn}: ")
+    assert checks["bounce-mx"].detail == f"{idn}: MX 10 mx.example.org"
+
+
 def test_dkim_record_of_another_key_is_a_problem(doctor_env, serve_zone, dkim_key):
     """A selector that publishes a different key (here an Ed25519 one) is a problem whose fix
     is the record to publish."""
@@ -320,6 +342,74 @@ def test_dkim_record_of_another_key_is_a_problem(doctor_env, serve_zone, dkim_ke
         "rekindle._domainkey.example.org publishes a key (k=ed25519) that is not the one in "
     )
     assert check.fix == f"publish a TXT record at {dkim_key.dns_name}: {dkim_key.txt_record}"
+
+
+def dkimpy_verifies(key: dkimkey.DkimKey, record: str) -> bool:
+    """Does dkimpy verify a message signed with `key` when the selector publishes `record`?"""
+    message = b"From: a@example.org\r\nTo: b@example.net\r\nSubject: x\r\n\r\nhi\r\n"
+    from cryptography.hazmat.primitives import serialization
+
+    pem = key.private.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    signed = dkim.sign(message, b"rekindle", b"example.org", pem, include_headers=[b"from"])
+    try:
+        return bool(dkim.verify(signed + message, dnsfunc=lambda name, timeout=5: record.encode()))
+    except dkim.DKIMException:
+        return False
+
+
+# (change to the good record, verdict, words in the detail, whether dkimpy verifies with it)
+DKIM_RECORDS = {
+    "v=DKIM2": (
+        lambda r: r.replace("v=DKIM1", "v=DKIM2"),
+        Verdict.PROBLEM,
+        "v=DKIM2: receivers discard",
+        False,
+    ),
+    "k=RSA": (
+        lambda r: r.replace("k=rsa", "k=RSA"),
+        Verdict.PROBLEM,
+        "k=RSA: receivers know only k=rsa and k=ed25519",
+        False,
+    ),
+    "s=other": (lambda r: r + "; s=other", Verdict.PROBLEM, "s=other: the key is not for", False),
+    "h=sha1": (lambda r: r + "; h=sha1", Verdict.PROBLEM, "h=sha1: the key refuses sha256", None),
+    "v= not first": (
+        lambda r: r.replace("v=DKIM1; k=rsa", "k=rsa; v=DKIM1"),
+        Verdict.PROBLEM,
+        "v= is not the first tag",
+        None,
+    ),
+    "a tag twice": (lambda r: r + "; k=rsa", Verdict.PROBLEM, "is not a valid tag list", False),
+    "t=y": (lambda r: r + "; t=y", Verdict.WARNING, "t=y (testing)", True),
+    "no v=": (lambda r: r.replace("v=DKIM1; ", ""), Verdict.OK, "k=rsa, p= matches", True),
+    "no k=": (lambda r: r.replace("k=rsa; ", ""), Verdict.OK, "k=rsa, p= matches", True),
+    "tabs": (lambda r: r.replace("; ", ";\t "), Verdict.OK, "k=rsa, p= matches", True),
+    "s=email": (lambda r: r + "; s=email", Verdict.OK, "k=rsa, p= matches", True),
+    "s=*": (lambda r: r + "; s=*", Verdict.OK, "k=rsa, p= matches", True),
+    "s=email:*": (lambda r: r + "; s=email:*", Verdict.WARNING, "read s= as one value", False),
+    "h=sha1:sha256": (lambda r: r + "; h=sha1:sha256", Verdict.OK, "p= matches", True),
+    "t=s": (lambda r: r + "; t=s", Verdict.OK, "k=rsa, p= matches", True),
+}
+
+
+@pytest.mark.parametrize("case", list(DKIM_RECORDS))
+def test_dkim_record_verdict_is_what_a_verifier_does(case, doctor_env, serve_zone, dkim_key):
+    """v= other than DKIM1 or not first, k= not exactly rsa or ed25519, s= not for email, h=
+    without sha256, a malformed tag list: problem; t=y, or an s= list dkimpy cannot read:
+    warning. dkimpy agrees where it checks the tag (it ignores h= and where v= stands)."""
+    change, status, words, verifies = DKIM_RECORDS[case]
+    record = change(dkim_key.txt_record)
+    ns = serve_zone(good_zone(record))
+    check = doctor(doctor_env, dns_server=ns.address)["dkim"]
+    assert check.status is status, check
+    assert words in check.detail, check.detail
+    assert (check.fix is None) == (status is Verdict.OK)
+    if verifies is not None:
+        assert dkimpy_verifies(dkim_key, record) is verifies
 
 
 def key_path(env: dict[str, str], kind: str) -> Path:
@@ -517,6 +607,25 @@ SETTINGS = {
         setup.alignment,
         Verdict.OK,
         "DKIM d=mail.example.org, From example.org",
+    ),
+    "dkim_domain a sibling": (
+        {"dkim_domain": "mail.example.org", "from": "hello@news.example.org"},
+        setup.alignment,
+        Verdict.WARNING,
+        "DKIM d=mail.example.org, From news.example.org: aligned if example.org is your "
+        "organisational domain",
+    ),
+    "dkim_domain sharing only the top-level domain": (
+        {"dkim_domain": "mail.other.org", "from": "hello@news.example.org"},
+        setup.alignment,
+        Verdict.PROBLEM,
+        "dkim_domain mail.other.org does not align with the From domain news.example.org",
+    ),
+    "dkim_domain a look-alike": (
+        {"dkim_domain": "example.org.evil.example"},
+        setup.alignment,
+        Verdict.PROBLEM,
+        "does not align",
     ),
     "dkim_domain the parent": (
         {"dkim_domain": "example.org", "from": "hello@news.example.org"},

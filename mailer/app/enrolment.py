@@ -34,6 +34,19 @@ def find_subscriber(session: Session, email: str) -> Subscriber:
     return sub
 
 
+def no_way_back(sub: Subscriber) -> str | None:
+    """Why nobody may sign `sub` up or add them again, or None: a reader who complained
+    gets no more mail of any kind, not even a confirmation (README, "Complaints").
+    This is the one test the sign-up paths and `subscribers add` share."""
+    if sub.status != Status.COMPLAINED:
+        return None
+    return (
+        f"{sub.email} marked our mail as spam, so they get nothing more from us, not even a "
+        f"confirmation; they can come back only by writing to you, and then "
+        f"`rekindle-mail subscribers remove {sub.email}` lets them sign up afresh"
+    )
+
+
 def _new_row(
     email: str, name: str | None, timezone: str, now: datetime, window: SendWindow, source: str
 ) -> dict[str, object]:
@@ -69,7 +82,10 @@ def add_subscriber(
         select(Subscriber).where(func.lower(Subscriber.email) == address.lower())
     )
     if existing is not None:
-        raise Conflict(f"{existing.email} is already a subscriber (status: {existing.status})")
+        refused = no_way_back(existing)
+        raise Conflict(
+            refused or f"{existing.email} is already a subscriber (status: {existing.status})"
+        )
     sub = Subscriber(**row)
     session.add(sub)
     session.commit()

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from mailer import keys
 from mailer.app import history, pace
-from mailer.app.enrolment import earliest_next_lesson, find_subscriber
+from mailer.app.enrolment import earliest_next_lesson, find_subscriber, no_way_back
 from mailer.errors import Conflict, NotFound, TransportUnavailable
 from mailer.ledger import queue
 from mailer.send.immediate import deliver_now
@@ -34,9 +34,10 @@ if TYPE_CHECKING:
 CONFIRM_INTERVAL = timedelta(hours=24)
 # (subscriber id, address, key) -> Message-ID, e.g. Composer.message_id.
 MessageIds = Callable[[int, str, str], str]
-# People who left (or whose mail bounced) may sign up again through double opt-in; so may
-# a reader who complained, by their own fresh, confirmed sign-up (README, "Complaints").
-REJOINABLE = (Status.UNSUBSCRIBED, Status.BOUNCED, Status.COMPLAINED)
+# People who left (or whose mail bounced) may sign up again through double opt-in. A reader
+# who complained may not: anyone can post their address, and they get no more mail of any
+# kind, not even a confirmation (README, "Complaints": enrolment.no_way_back).
+REJOINABLE = (Status.UNSUBSCRIBED, Status.BOUNCED)
 # Nobody who already gets nothing is unsubscribed again (a complaint must stay on record).
 LEFT = (Status.UNSUBSCRIBED, Status.COMPLAINED)
 
@@ -47,6 +48,7 @@ class SignupRequest:
 
     subscriber_id: int | None
     confirmation: int | None  # the ledger row of a confirmation waiting to go out
+    refused: str | None = None  # why nothing was done, for the operator's log only
 
 
 def request_subscription(
@@ -63,8 +65,10 @@ def request_subscription(
 
     A new address is stored as pending; people who left may come back the same
     way. A confirmation email is queued at most once per CONFIRM_INTERVAL per
-    address; subscribers who are already on the course get nothing (and the
-    caller must answer the same either way, so nobody learns who is subscribed).
+    address; subscribers who are already on the course get nothing, and so does
+    a reader who complained, who also stays complained (`refused` says why, for
+    the operator). The caller must answer the same either way, so nobody learns
+    who is subscribed.
     Raises InvalidInput for a bad address, name or time zone.
     """
     address = normalize_email(email)
@@ -100,10 +104,10 @@ def _request(
         )
         session.add(sub)
         session.flush()
+    elif (refused := no_way_back(sub)) is not None:
+        session.rollback()
+        return SignupRequest(sub.id, None, refused)
     elif sub.status in REJOINABLE:
-        if sub.status == Status.COMPLAINED:
-            detail = f"signed up again ({source}) after a complaint: pending until they confirm"
-            history.record(session, sub, history.SIGNUP, "sign-up", detail, now)
         sub.status = Status.PENDING
         sub.status_changed_at = now
         sub.source = source
@@ -251,11 +255,9 @@ def invite(
     already on the course: the operator may know what strangers on the web may not."""
     with contextlib.suppress(NotFound):
         existing = find_subscriber(session, address)
-        if existing.status == Status.COMPLAINED:
-            raise Conflict(
-                f"{existing.email} complained (marked our mail as spam): only they can join "
-                "again, through the sign-up form or a `subscribe` email"
-            )
+        refused = no_way_back(existing)
+        if refused is not None:
+            raise Conflict(refused)
         if existing.status not in (Status.PENDING, *REJOINABLE):
             raise Conflict(f"{existing.email} is already a subscriber (status: {existing.status})")
     result = request_subscription(

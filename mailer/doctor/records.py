@@ -7,13 +7,19 @@ verdicts are those of the README, "Getting into the inbox".
 from __future__ import annotations
 
 import ipaddress
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from mailer.config import Settings
+from mailer.config import Settings, a_label
 from mailer.doctor.check import Check, ok, problem, warning
 from mailer.doctor.lookup import Dns, Unanswered, pyspf_through
 from mailer.errors import ConfigError
 from mailer.transport.smtp import is_loopback
+
+if TYPE_CHECKING:
+    from mailer.content.dkimkey import DkimKey
+
+KEY_TYPES = ("rsa", "ed25519")  # the k= values verifiers know (RFC 6376, RFC 8463)
 
 # RFC 5737's TEST-NET-1: an address no SPF record should authorise. The result pyspf
 # gives it is the record's verdict on a stranger (its `all`, or a redirect's).
@@ -26,16 +32,31 @@ def unanswered(name: str, exc: Unanswered) -> Check:
     return problem(name, f"no answer: {exc}", DNS_FIX)
 
 
+def ascii_domain(domain: str) -> str:
+    """`domain` as DNS names it: an internationalised name as its A-label (`xn--`), lower
+    case; a name that is no valid IDN as it is (its lookups then fail and say so)."""
+    try:
+        return a_label(domain)
+    except ConfigError:
+        return domain.lower()
+
+
 def domain_of(address: str) -> str:
-    """The domain of a bare address, lower case."""
-    return address.rpartition("@")[2].lower()
+    """The domain of a bare address, lower case, as an A-label."""
+    return ascii_domain(address.rpartition("@")[2])
+
+
+def ascii_address(address: str) -> str:
+    """A bare address with its domain as an A-label (the local part as it is)."""
+    local, _, domain = address.rpartition("@")
+    return f"{local}@{ascii_domain(domain)}" if local else address
 
 
 def spf(lookups: Dns, settings: Settings) -> Check:
     """The envelope domain's SPF record: exactly one, valid, not +all, naming the relays."""
     import spf as pyspf
 
-    sender = settings.envelope_address
+    sender = ascii_address(settings.envelope_address)
     domain = domain_of(sender)
     fix = f"publish one TXT record at {domain} such as 'v=spf1 include:<your relay's SPF> -all'"
     with pyspf_through(lookups):
@@ -107,7 +128,7 @@ def _relays_refused(
         if not addresses:
             unjudged.append(f"the relay {host} does not resolve")
         for address in addresses:
-            query = pyspf.query(i=address, s=settings.envelope_address, h=host)
+            query = pyspf.query(i=address, s=ascii_address(settings.envelope_address), h=host)
             verdict, _, _ = query.check(spf=record)
             if verdict == "temperror":
                 return Unanswered(lookups.failure or f"no answer while checking {host}")
@@ -129,7 +150,7 @@ def _tags(text: str) -> dict[str, str] | None:
 
 def dmarc(lookups: Dns, settings: Settings) -> Check:
     """The From domain's DMARC record (or its parent's, RFC 7489 §6.6.3) and its policy."""
-    domain = settings.sending_domain
+    domain = ascii_domain(settings.sending_domain)
     fix = (
         f"publish a TXT record at _dmarc.{domain} such as "
         f"'v=DMARC1; p=quarantine; rua=mailto:postmaster@{domain}'"
@@ -199,18 +220,57 @@ def dkim(lookups: Dns, settings: Settings) -> list[Check]:
                 problem("dkim", f"{key.dns_name} has {len(records)} DKIM records", publish)
             )
             continue
-        tags = _tags(records[0]) or {}
-        published = "".join(tags.get("p", "").split())
-        kind = tags.get("k", "rsa").lower()
-        if not published:
-            detail = f"{key.dns_name} publishes no key (empty p=: revoked)"
-        elif published != key.public_b64 or kind != key.kind:
-            detail = f"{key.dns_name} publishes a key (k={kind}) that is not the one in {path}"
-        else:
-            checks.append(ok("dkim", f"{key.dns_name}: k={kind}, p= matches {path}"))
-            continue
-        checks.append(problem("dkim", detail, publish))
+        checks.append(_dkim_record(key, str(path), records[0], publish))
     return checks
+
+
+def _dkim_record(key: DkimKey, path: str, record: str, publish: str) -> Check:
+    """The verdict on the selector's record, as a verifier reads it (README, "### doctor"):
+    tag names and the values of v= and k= are case-sensitive, as dkimpy treats them."""
+    from dkim.util import InvalidTagValueList, parse_tag_value
+
+    name = key.dns_name
+    try:
+        parsed = parse_tag_value(record.encode("utf-8"))
+    except InvalidTagValueList as exc:
+        return problem("dkim", f"{name} is not a valid tag list ({exc}): {record}", publish)
+    tags = {k.decode("utf-8", "replace"): v.decode("utf-8", "replace") for k, v in parsed.items()}
+    services = {part.strip() for part in tags.get("s", "*").split(":")}
+    hashes = {part.strip() for part in tags.get("h", "sha256").split(":")}
+    kind = tags.get("k", "rsa")
+    published = "".join(tags.get("p", "").split())
+    refused = None  # why a verifier discards the record, or finds another key there
+    if "v" in tags and tags["v"] != "DKIM1":
+        refused = f"{name}: v={tags['v']}: receivers discard a record whose v= is not DKIM1"
+    elif "v" in tags and next(iter(tags)) != "v":
+        refused = f"{name}: v= is not the first tag: receivers discard the record"
+    elif kind not in KEY_TYPES:
+        refused = f"{name}: k={kind}: receivers know only k=rsa and k=ed25519 (lower case)"
+    elif not services & {"*", "email"}:
+        refused = f"{name}: s={tags['s']}: the key is not for email (s= absent, * or email)"
+    elif "sha256" not in hashes:
+        refused = f"{name}: h={tags['h']}: the key refuses sha256, which our signatures use"
+    elif not published:
+        refused = f"{name} publishes no key (empty p=: revoked)"
+    elif published != key.public_b64 or kind != key.kind:
+        refused = f"{name} publishes a key (k={kind}) that is not the one in {path}"
+    if refused:
+        return problem("dkim", refused, publish)
+    found = f"{name}: k={kind}, p= matches {path}"
+    if len(services) > 1:  # RFC 6376 allows a list; dkimpy compares s= as one value
+        return warning(
+            "dkim",
+            f"{found}, but s={tags['s']}: some receivers (dkimpy) read s= as one value "
+            f"and discard the key",
+            f"publish the record without s= (or with s=email): {key.txt_record}",
+        )
+    if "y" in {flag.strip() for flag in tags.get("t", "").split(":")}:
+        return warning(
+            "dkim",
+            f"{found}, but t=y (testing): receivers may treat its signatures as absent",
+            f"once mail verifies, publish the record without t=y: {key.txt_record}",
+        )
+    return ok("dkim", found)
 
 
 def bounce_mx(lookups: Dns, settings: Settings) -> Check:

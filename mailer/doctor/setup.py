@@ -5,8 +5,9 @@ from __future__ import annotations
 import ipaddress
 from urllib.parse import urlsplit
 
-from mailer.config import Settings
+from mailer.config import Settings, a_label
 from mailer.doctor.check import Check, ok, problem, warning
+from mailer.errors import ConfigError
 
 
 def _local(host: str) -> bool:
@@ -68,22 +69,54 @@ def sender(settings: Settings) -> Check:
             f"{settings.sender_email}: {domain} is not a domain on the Internet",
             "set from to an address at your own domain, like 'Rekindle <hello@example.org>'",
         )
+    try:
+        a_label(domain)
+    except ConfigError as exc:
+        return problem("from", str(exc), "set from to an address at a domain DNS can name")
     return ok("from", settings.from_address)
 
 
 def aligned(one: str, other: str) -> bool:
-    """Relaxed alignment: the same domain, or one a subdomain of the other."""
+    """Relaxed alignment for certain: the same domain, or one a subdomain of the other."""
     return one == other or one.endswith("." + other) or other.endswith("." + one)
 
 
+def shared_parent(one: str, other: str) -> str:
+    """The longest parent domain of both (labels in common from the right), or ""."""
+    common: list[str] = []
+    for left, right in zip(reversed(one.split(".")), reversed(other.split(".")), strict=False):
+        if left != right:
+            break
+        common.insert(0, left)
+    return ".".join(common)
+
+
 def alignment(settings: Settings) -> Check:
-    """DKIM's d= must align with the From domain, or DMARC ignores the signature."""
-    signing, domain = settings.signing_domain, settings.sending_domain
-    if not aligned(signing, domain):
-        return problem(
+    """DKIM's d= must align with the From domain, or DMARC ignores the signature.
+
+    DMARC's relaxed alignment asks for the same organisational domain, which only a
+    public-suffix list tells for sure (README, "### doctor"): sharing a parent of two
+    labels or more (news.example.org and mail.example.org) is a warning naming it.
+    """
+    signing = settings.signing_domain  # an A-label, as DKIM and DMARC compare them
+    try:
+        domain = a_label(settings.sending_domain)
+    except ConfigError:
+        domain = settings.sending_domain
+    found = f"DKIM d={signing}, From {domain}"
+    if aligned(signing, domain):
+        return ok("alignment", found)
+    parent = shared_parent(signing, domain)
+    if parent.count(".") >= 1:
+        return warning(
             "alignment",
-            f"dkim_domain {signing} does not align with the From domain {domain}: "
-            f"DMARC ignores its signatures",
-            f"set dkim_domain to {domain} (or leave it unset)",
+            f"{found}: aligned if {parent} is your organisational domain (the one you "
+            f"registered), not a public suffix",
+            f"set dkim_domain to {domain} or {parent} to be sure (or leave it unset)",
         )
-    return ok("alignment", f"DKIM d={signing}, From {domain}")
+    return problem(
+        "alignment",
+        f"dkim_domain {signing} does not align with the From domain {domain}: "
+        f"DMARC ignores its signatures",
+        f"set dkim_domain to {domain} (or leave it unset)",
+    )

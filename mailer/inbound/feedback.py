@@ -24,7 +24,8 @@ NOT_SPAM = "not-spam"  # RFC 6430: the reader says a message is not spam; it cha
 MAX_PARTS = 50  # parts looked at for the feedback-report part
 MAX_FIELD = 64  # characters of a field kept for the log
 MAX_ADDRESSES = 20  # Original-Rcpt-To / Original-Mail-From values read
-_TOKEN = re.compile(r"[^a-z0-9.-]+")
+_COMMENT = re.compile(r"\([^()]*\)")  # an RFC 5322 comment, innermost first
+_TOKEN = re.compile(r"[a-z0-9.-]*")
 _PRINTABLE = re.compile(r"[^\x21-\x7e ]+")
 
 
@@ -62,11 +63,24 @@ def read(message: Message) -> FeedbackReport | None:
         return FeedbackReport("", "") if declared else None
     fields = _fields(part)
     return FeedbackReport(
-        feedback_type=_TOKEN.sub("", str(fields.get("Feedback-Type", "")).lower())[:MAX_FIELD],
+        feedback_type=_feedback_type(str(fields.get("Feedback-Type", ""))),
         user_agent=_PRINTABLE.sub("", str(fields.get("User-Agent", ""))).strip()[:MAX_FIELD],
         recipients=_addresses(fields, "Original-Rcpt-To"),
         senders=_addresses(fields, "Original-Mail-From"),
     )
+
+
+def _feedback_type(value: str) -> str:
+    """The Feedback-Type token, lower case: the field may carry comments and folding
+    whitespace around it (CFWS, RFC 5965 §3.5), so `not-spam (reader said ok)` and
+    `NOT-SPAM; x` are both not-spam. What follows the token is not part of it."""
+    text = value.lower()
+    for _ in range(MAX_FIELD):  # nested comments, innermost first
+        text, found = _COMMENT.subn(" ", text)
+        if not found:
+            break
+    match = _TOKEN.match(text.strip())
+    return match.group(0)[:MAX_FIELD] if match else ""
 
 
 def _report_part(message: Message) -> Message | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from email.message import EmailMessage
 from typing import TYPE_CHECKING
@@ -127,6 +127,8 @@ def apply(
             )
         except InvalidInput as exc:
             return Outcome(Request(Action.IGNORE, request.addresses, reason=str(exc)))
+        if result.refused:  # one log line: the summary says why nothing was sent
+            return Outcome(replace(request, reason=f"nothing sent: {result.refused}"))
         asked = request.addresses if result.confirmation else ()
         return Outcome(request, asked, result.confirmation)
     if request.action == Action.UNSUBSCRIBE:

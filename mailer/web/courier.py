@@ -163,6 +163,8 @@ class Courier:
                     source="web",
                     message_id=self._composer.message_id,
                 )
+            if result.refused:  # the page answered as for anyone: only the operator knows
+                log.info("sign-up form: nothing sent: %s", result.refused)
             self.submit(result.confirmation)
 
     def _send_all(self, ids: list[int]) -> None:
