@@ -101,10 +101,25 @@ def reader(env: dict[str, str], smtp_server: MailServer) -> tuple[dict[str, str]
 
 
 def press(driver: Any, button: str, done: str) -> None:
-    """Click a control's button; the page that comes back confirms it."""
+    """Click a control's button; the page that comes back confirms it.
+
+    The old page must be gone first: its own text may hold `done` (the paused page's
+    "Welcome back" heading), and reading the database before the POST is answered races it.
+    """
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
 
+    old = driver.find_element(By.TAG_NAME, "html")
+
+    def replaced() -> bool:
+        try:
+            old.is_enabled()
+        except StaleElementReferenceException:
+            return True
+        return False
+
     driver.find_element(By.ID, button).click()
+    wait_until(replaced, f"a new page after {button}")
     wait_until(lambda: done in driver.page_source, f"the page after {button}")
 
 
@@ -199,7 +214,7 @@ def test_a_reader_sets_their_own_pace_in_chromium(reader, smtp_server, driver, s
     now = utc(3, 24, 10)
     with serving({**env, "REKINDLE_NOW": now.isoformat()}, tmp_path / "serve-c.log") as web:
         opened(driver, web, link)
-        press(driver, "resume", "Welcome back")
+        press(driver, "resume", "Welcome back: your course goes on.")
         assert due(env) == "2026-03-25T18:00:00+09:00"
         press(driver, "next-now", "goes out with our next delivery")
         assert due(env) == "2026-03-24T19:00:00+09:00"  # due at once
