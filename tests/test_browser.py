@@ -190,7 +190,8 @@ def test_sign_up_confirm_and_unsubscribe_in_chromium(web, driver, smtp_server, s
     screenshot(driver, shots, "2-check-inbox")
     errors += console_errors(driver)
 
-    # The courier stores the sign-up in the background (README, "People joining and leaving on their own").
+    # The courier stores the sign-up in the background (README, "People joining and
+    # leaving on their own").
     row = wait_until(lambda: listed(env).get(EMAIL), "the stored sign-up")
     assert (row["status"], row["name"], row["timezone"]) == ("pending", "Mika", ZONE)
     confirm = wait_until(lambda: smtp_server.to(EMAIL), "the confirmation email")

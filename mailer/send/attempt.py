@@ -33,8 +33,8 @@ if TYPE_CHECKING:
 class Attempt:
     """A claimed message, when to stop retrying it, and what its outcome changes.
 
-    `message` is the Outgoing itself, or a function that builds it: a sender
-    thread then builds it, off the run's critical path.
+    `message` is the Outgoing itself, or a function that builds it: the pipeline's
+    builder threads then build it, off the run's critical path (mailer.send.pipeline).
     """
 
     claim: Claim

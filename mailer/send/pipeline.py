@@ -1,6 +1,7 @@
 """SMTP round-trips overlapped with the run's own work: each connection sends from its own thread.
 
-The run's thread claims, composes and records; each sender thread owns one
+The run's thread claims and records; builder threads compose (and sign) each claimed
+message at once; each sender thread owns one
 transport (one SMTP connection) and only talks to the server. While the run
 records a sender's last answer, the sender already sends the next message's
 envelope and content, but holds back its final dot until that answer is
@@ -19,13 +20,20 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from mailer.errors import TransportUnavailable
 from mailer.send.attempt import Attempt, record_results, send_one
 from mailer.send.context import RunState
 from mailer.send.pacing import Pacer
 from mailer.transport.base import Transport, Withdrawn
+
+if TYPE_CHECKING:
+    from mailer.content.message import Outgoing
+
+BUILDERS = 2  # threads building messages ahead of the connections
 
 
 @dataclass
@@ -37,6 +45,11 @@ class Job:
     held_until: float  # monotonic: the claim surely holds until then
     lane: Lane | None = None
     recorded: threading.Event = field(default_factory=threading.Event)
+    built: Future[Outgoing] | None = None  # the message, being built ahead of its connection
+
+    def message(self) -> Outgoing:
+        """The message, from the builders if they took it (their error, if any, raised)."""
+        return self.built.result() if self.built is not None else self.attempt.outgoing()
 
 
 @dataclass
@@ -85,6 +98,10 @@ class Pipeline:
         for thread in self._threads:
             thread.daemon = True
             thread.start()
+        # Messages are built (and DKIM-signed) as soon as they are submitted, by a few
+        # builder threads, so a connection finds its next message ready instead of building
+        # it between its answer and its next transaction.
+        self._builders = ThreadPoolExecutor(BUILDERS, thread_name_prefix="build")
 
     @property
     def connections(self) -> int:
@@ -116,7 +133,7 @@ class Pipeline:
             self.state.report.busy += 1
             done()
             return True
-        job = Job(attempt, done, until)
+        job = Job(attempt, done, until, built=self._builders.submit(attempt.outgoing))
         if not self._route(job):
             self.drain()  # raises: nothing takes mail any more
         self._in_flight += 1
@@ -143,6 +160,7 @@ class Pipeline:
                     lane.inbox.put(None)
             for thread in self._threads:
                 thread.join(timeout=60)
+            self._builders.shutdown(cancel_futures=True)
 
     def _route(self, job: Job) -> bool:
         """Put `job` in the first lane that takes mail; False (and the reason kept) if none."""
@@ -190,7 +208,7 @@ class Pipeline:
                 if job.lane.daily is not None:
                     job.lane.allowance += 1  # it never reached that relay
                 job.recorded.set()  # this connection is done with it
-                retry = Job(job.attempt, job.done, job.held_until)
+                retry = Job(job.attempt, job.done, job.held_until, built=job.built)
                 if self._route(retry):
                     continue
             answered.append((job, error))
@@ -226,7 +244,7 @@ class Pipeline:
                 else:
                     lane.pacer.wait()
                     try:
-                        error = send_one(transport, job.attempt.outgoing(), gate)
+                        error = send_one(transport, job.message(), gate)
                     except Exception as exc:  # a bug in a transport: recorded, raised by the run
                         error = exc
                     if isinstance(error, TransportUnavailable):
