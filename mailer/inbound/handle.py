@@ -9,7 +9,7 @@ and complaints" and "Complaints").
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from email.message import EmailMessage
@@ -164,26 +164,17 @@ def _bounce_proved(
     session: Session, request: Request, proofs: Mapping[int, Proof], now: datetime
 ) -> Outcome:
     """Bounce the subscribers the report proves we mailed; nobody else."""
-    if not proofs:
-        reason = "a delivery report that proves no message of ours (no VERP address or signed "
-        reason += "Message-ID): nobody changed"
-        return Outcome(Request(Action.IGNORE, request.addresses, reason=reason))
-    changed: list[str] = []
-    proved: list[str] = []
-    for sub_id in sorted(proofs):
-        sub = session.get(Subscriber, sub_id)
-        if sub is None:
-            continue
-        proved.append(sub.email)
-        if sub.status not in BOUNCE_KEEPS:
-            sub.status = Status.BOUNCED
-            sub.status_changed_at = now
-            sub.next_due_at = None
-            changed.append(sub.email)
-    session.commit()
-    how = sorted({p.evidence for p in proofs.values()})
-    reason = f"{request.reason}, proved by {' and '.join(how)}"
-    return Outcome(Request(Action.BOUNCE, tuple(proved), reason=reason), tuple(changed))
+
+    def bounce(sub: Subscriber, how: str) -> bool:
+        if sub.status in BOUNCE_KEEPS:
+            return False
+        sub.status = Status.BOUNCED
+        sub.status_changed_at = now
+        sub.next_due_at = None
+        return True
+
+    unproved = "a delivery report that proves no message of ours"
+    return _proved(session, request, proofs, Action.BOUNCE, unproved, bounce)
 
 
 def _complaint_proved(
@@ -191,9 +182,32 @@ def _complaint_proved(
 ) -> Outcome:
     """Mark the subscribers the report proves we mailed `complained`: no more mail of any
     kind, from whatever status (an unsubscribed reader's complaint is recorded too)."""
+
+    def mark(sub: Subscriber, how: str) -> bool:
+        if sub.status == Status.COMPLAINED:
+            return False
+        was = sub.status
+        complain(session, sub, now)
+        detail = f"marked our mail as spam: {request.reason}, proved by {how} (was {was})"
+        history.record(session, sub, history.FEEDBACK_LOOP, history.COMPLAINT, detail, now)
+        return True
+
+    unproved = f"{request.reason} that proves no message of ours"
+    return _proved(session, request, proofs, Action.COMPLAINT, unproved, mark)
+
+
+def _proved(
+    session: Session,
+    request: Request,
+    proofs: Mapping[int, Proof],
+    action: Action,
+    unproved: str,
+    change: Callable[[Subscriber, str], bool],
+) -> Outcome:
+    """Apply `change` to each subscriber a report proves we mailed (True: it changed them);
+    a report that proves nothing changes nobody (README, "Bounces and complaints")."""
     if not proofs:
-        reason = f"{request.reason} that proves no message of ours (no VERP address or signed "
-        reason += "Message-ID): nobody changed"
+        reason = f"{unproved} (no VERP address or signed Message-ID): nobody changed"
         return Outcome(Request(Action.IGNORE, request.addresses, reason=reason))
     how = " and ".join(sorted({p.evidence for p in proofs.values()}))
     changed: list[str] = []
@@ -203,13 +217,8 @@ def _complaint_proved(
         if sub is None:
             continue
         proved.append(sub.email)
-        if sub.status == Status.COMPLAINED:
-            continue
-        was = sub.status
-        complain(session, sub, now)
-        detail = f"marked our mail as spam: {request.reason}, proved by {how} (was {was})"
-        history.record(session, sub, history.FEEDBACK_LOOP, history.COMPLAINT, detail, now)
-        changed.append(sub.email)
+        if change(sub, how):
+            changed.append(sub.email)
     session.commit()
     reason = f"{request.reason}, proved by {how}"
-    return Outcome(Request(Action.COMPLAINT, tuple(proved), reason=reason), tuple(changed))
+    return Outcome(Request(action, tuple(proved), reason=reason), tuple(changed))
