@@ -2,6 +2,7 @@
 
     python tests/bench/send_throughput.py [--n 100000] [--database-url URL] [--connections N]
                                           [--dkim rsa|ed25519]
+    python tests/bench/send_throughput.py --compare rsa|ed25519 [--rounds 3] [--n ...]
 
 Seeds N subscribers, all due at once, by `subscribers import` (timed: the import
 rate); times an idle `send` (nothing due) over all of them; starts an aiosmtpd
@@ -16,8 +17,9 @@ afterwards. Nothing here is a test: it prints figures and exits 0 unless a run
 failed.
 
 With --dkim, a new key of that type is made and every message is signed with it
-(README, "Getting into the inbox"); run it with and without, back to back, and
-compare the messages/s rows.
+(README, "Getting into the inbox"). With --compare, only `send` is timed:
+unsigned and signed runs in alternating rounds against one sink, each on a
+freshly seeded database, printing each round's ratio and their median.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import os
 import shutil
 import smtplib
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -55,10 +58,10 @@ def free_port() -> int:
 
 
 @contextmanager
-def database(url: str | None, workdir: Path) -> Iterator[str]:
+def database(url: str | None, workdir: Path, name: str = "bench") -> Iterator[str]:
     """A fresh database: a SQLite file in `workdir`, or a new schema on the PostgreSQL server."""
     if not url or url.startswith("sqlite"):
-        yield url or f"sqlite:///{workdir / 'bench.db'}"
+        yield url or f"sqlite:///{workdir / (name + '.db')}"
         return
     from sqlalchemy import create_engine, text
     from sqlalchemy.engine import make_url
@@ -238,6 +241,74 @@ def dkim_key(workdir: Path, kind: str) -> dict[str, str]:
     return {"REKINDLE_DKIM_KEY_FILE": str(path), "REKINDLE_DKIM_SELECTOR": f"bench-{kind}"}
 
 
+def bench_env(workdir: Path, url: str, smtp_url: str) -> dict[str, str]:
+    """The settings of a benchmark run: this database, this sink, nothing from the caller."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REKINDLE_")}
+    env.update(
+        HOME=str(workdir),
+        REKINDLE_DATABASE_URL=url,
+        REKINDLE_SMTP_URL=smtp_url,
+        REKINDLE_FROM="Rekindle <hello@example.org>",
+        REKINDLE_BASE_URL="https://rekindle.example.org",
+        REKINDLE_POSTAL_ADDRESS="Rekindle, 1 Example Street, Springfield",
+        REKINDLE_SECRET_KEY="benchmark-secret",
+    )
+    return env
+
+
+def compare(args: argparse.Namespace) -> None:
+    """Unsigned and signed sends of N each, in rounds, on one sink; prints each pair's ratio.
+
+    Every send gets a database of its own, seeded the same way, and both kinds share
+    the one sink process, so the pair differs only in signing. The order alternates
+    (unsigned first in odd rounds, signed first in even ones) so that drift in the
+    machine's pace weighs on both alike; the median of the rounds' ratios is the figure.
+    """
+    workdir = Path(tempfile.mkdtemp(prefix="rekindle-bench-"))
+    url = args.database_url
+    if url and url.startswith("sqlite"):
+        url = None  # a file per run, in `workdir`
+    send_args = ["send", "--now", SEND_AT, "--json"]
+    if args.connections:
+        send_args += ["--connections", str(args.connections)]
+    signing = dkim_key(workdir, args.compare)
+    ratios = []
+    try:
+        with sink() as (smtp_url, counts):
+            for round_ in range(1, args.rounds + 1):
+                rates: dict[bool, Timed] = {}
+                for signed in (False, True) if round_ % 2 else (True, False):
+                    name = f"r{round_}-{'signed' if signed else 'unsigned'}"
+                    with database(url, workdir, name) as db_url:
+                        env = bench_env(workdir, db_url, smtp_url)
+                        if signed:
+                            env.update(signing)
+                        seed(env, args.n, workdir)
+                        timed = run_timed(env, *send_args)
+                    if int(json.loads(timed.out)["sent"]) != args.n:
+                        raise SystemExit("not every message was sent")
+                    rates[signed] = timed
+                plain, signed_run = args.n / rates[False].seconds, args.n / rates[True].seconds
+                ratios.append(signed_run / plain)
+                print(
+                    f"round {round_}: unsigned {plain:.0f} msg/s"
+                    f" ({rates[False].cpu / args.n * 1e6:.0f} us CPU per message),"
+                    f" {args.compare} {signed_run:.0f} msg/s"
+                    f" ({rates[True].cpu / args.n * 1e6:.0f} us),"
+                    f" ratio {signed_run / plain:.2f}",
+                    flush=True,
+                )
+        if counts[0] != 2 * args.rounds * args.n:
+            raise SystemExit("not every message was delivered exactly once")
+        print(
+            f"{args.compare} / unsigned over {args.rounds} rounds of {args.n:,}"
+            f" (--connections {args.connections or 'default'}):"
+            f" median {statistics.median(ratios):.2f}, range {min(ratios):.2f}-{max(ratios):.2f}"
+        )
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=100_000, help="subscribers (default 100000)")
@@ -248,21 +319,21 @@ def main() -> None:
     parser.add_argument(
         "--dkim", choices=["rsa", "ed25519"], help="sign every message with a new key of this type"
     )
+    parser.add_argument(
+        "--compare",
+        choices=["rsa", "ed25519"],
+        help="only time send, unsigned and signed with this key type, in alternating rounds",
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="rounds for --compare (default 3)")
     args = parser.parse_args()
+    if args.compare:
+        compare(args)
+        return
 
     workdir = Path(tempfile.mkdtemp(prefix="rekindle-bench-"))
     try:
         with database(args.database_url, workdir) as url, sink() as (smtp_url, counts):
-            env = {k: v for k, v in os.environ.items() if not k.startswith("REKINDLE_")}
-            env.update(
-                HOME=str(workdir),
-                REKINDLE_DATABASE_URL=url,
-                REKINDLE_SMTP_URL=smtp_url,
-                REKINDLE_FROM="Rekindle <hello@example.org>",
-                REKINDLE_BASE_URL="https://rekindle.example.org",
-                REKINDLE_POSTAL_ADDRESS="Rekindle, 1 Example Street, Springfield",
-                REKINDLE_SECRET_KEY="benchmark-secret",
-            )
+            env = bench_env(workdir, url, smtp_url)
             if args.dkim:
                 env.update(dkim_key(workdir, args.dkim))
             import_rate = seed(env, args.n, workdir)
