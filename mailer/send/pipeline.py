@@ -34,6 +34,10 @@ if TYPE_CHECKING:
     from mailer.content.message import Outgoing
 
 BUILDERS = 2  # threads building messages ahead of the connections
+# Messages in flight beyond each connection's two (the one it sends, the next one waiting):
+# with few connections, the builders would otherwise get only the time of one answer
+# to build the next message, and a DKIM signature would land on the run's critical path.
+AHEAD = 2 * BUILDERS
 
 
 @dataclass
@@ -122,7 +126,7 @@ class Pipeline:
         relay takes mail: every one refused the session or used its quota.
         """
         if self._unavailable is None:
-            while self._in_flight >= 2 * self.connections:
+            while self._in_flight >= 2 * self.connections + AHEAD:
                 self._collect()
         if self._unavailable is not None:
             self.drain()
