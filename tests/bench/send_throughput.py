@@ -271,9 +271,9 @@ def compare(args: argparse.Namespace) -> None:
     send_args = ["send", "--now", SEND_AT, "--json"]
     if args.connections:
         send_args += ["--connections", str(args.connections)]
-    signing = dkim_key(workdir, args.compare)
     ratios = []
     try:
+        signing = dkim_key(workdir, args.compare)
         with sink() as (smtp_url, counts):
             for round_ in range(1, args.rounds + 1):
                 rates: dict[bool, Timed] = {}
